@@ -1,0 +1,197 @@
+/**
+ * Schemas of every Firestore document wafleet reads or writes. docs/data-model.md explains them;
+ * firestore.rules enforces the client-writable subset; the functions and the reconciler validate
+ * with these. Document schemas are lenient about unknown fields (fields may be added to v1), strict
+ * about the ones they name.
+ */
+import { z } from 'zod';
+import { E164Schema, RecipientSchema } from './phone.ts';
+import {
+  AccountIdSchema,
+  DisplayNameSchema,
+  LabelsSchema,
+  MessageTextSchema,
+  OwnerSchema,
+  ReasonSchema,
+  TimestampSchema,
+} from './primitives.ts';
+
+// ---------- accounts/{accountId}: desired state, written by operators ----------
+
+export const DESIRED_STATES = ['connected', 'disconnected', 'loggedOut'] as const;
+export const DesiredStateSchema = z.enum(DESIRED_STATES);
+export type DesiredState = z.infer<typeof DesiredStateSchema>;
+
+export const LINK_METHODS = ['qr', 'pairingCode'] as const;
+export const LinkMethodSchema = z.enum(LINK_METHODS);
+export type LinkMethod = z.infer<typeof LinkMethodSchema>;
+
+export const AccountDocSchema = z
+  .object({
+    displayName: DisplayNameSchema,
+    desiredState: DesiredStateSchema,
+    phoneNumber: E164Schema.nullish(),
+    linkMethod: LinkMethodSchema.nullish(),
+    qrRequestedAt: TimestampSchema.nullish(),
+    relinkRequestedAt: TimestampSchema.nullish(),
+    labels: LabelsSchema.nullish(),
+    deleteRequestedAt: TimestampSchema.nullish(),
+    // Set by the callables; documents written from the console may lack them.
+    createdAt: TimestampSchema.nullish(),
+    updatedAt: TimestampSchema.nullish(),
+    updatedBy: z.string().max(128).nullish(),
+  })
+  .superRefine((doc, ctx) => {
+    if (doc.linkMethod === 'pairingCode' && !doc.phoneNumber) {
+      ctx.addIssue({ code: 'custom', path: ['phoneNumber'], message: 'is required when linkMethod is "pairingCode"' });
+    }
+  });
+export type AccountDoc = z.infer<typeof AccountDocSchema>;
+
+// ---------- accountStatus/{accountId}: observed state, written only by the reconciler ----------
+
+export const PHASES = [
+  'pending',
+  'connecting',
+  'awaitingScan',
+  'connected',
+  'reconnecting',
+  'disconnected',
+  'needsLink',
+  'loggedOut',
+  'banned',
+  'error',
+] as const;
+export const PhaseSchema = z.enum(PHASES);
+export type Phase = z.infer<typeof PhaseSchema>;
+
+export const LastDisconnectSchema = z.object({
+  /** The DisconnectReason status code Baileys reported (null when the socket ended without one). */
+  code: z.int().nullable(),
+  reason: ReasonSchema,
+  at: TimestampSchema,
+});
+
+export const AccountStatusDocSchema = z.object({
+  phase: PhaseSchema,
+  reason: ReasonSchema,
+  message: z.string().max(1000),
+  since: TimestampSchema,
+  observedSpecTime: TimestampSchema.nullable(),
+  owner: OwnerSchema.nullable(),
+  linkedPhoneMasked: z.string().max(32).nullable(),
+  lastConnectedAt: TimestampSchema.nullable(),
+  lastDisconnect: LastDisconnectSchema.nullable(),
+  reconnectAttempt: z.int().min(0),
+  nextRetryAt: TimestampSchema.nullable(),
+  updatedAt: TimestampSchema,
+});
+export type AccountStatusDoc = z.infer<typeof AccountStatusDocSchema>;
+
+// ---------- accountQr/{accountId}: the current link code, written only by the reconciler ----------
+
+export const QrKindSchema = z.enum(['qr', 'pairingCode']);
+export const AccountQrDocSchema = z.object({
+  kind: QrKindSchema,
+  qr: z.string().max(2048).nullable(),
+  qrPng: z.string().max(200_000).nullable(),
+  pairingCode: z.string().max(16).nullable(),
+  /** Increases with every rotation within one link attempt, so apps can tell a new code from a re-read. */
+  sequence: z.int().min(0),
+  expiresAt: TimestampSchema,
+  owner: OwnerSchema,
+  updatedAt: TimestampSchema,
+});
+export type AccountQrDoc = z.infer<typeof AccountQrDocSchema>;
+
+// ---------- outbox/{messageId} ----------
+
+export const OUTBOX_STATUSES = ['queued', 'sending', 'sent', 'delivered', 'read', 'failed', 'cancelled'] as const;
+export const OutboxStatusSchema = z.enum(OUTBOX_STATUSES);
+export type OutboxStatus = z.infer<typeof OutboxStatusSchema>;
+
+export const OutboxErrorSchema = z.object({
+  code: z.string().min(1).max(64),
+  message: z.string().max(1000),
+});
+
+export const OutboxDocSchema = z.object({
+  accountId: AccountIdSchema,
+  to: RecipientSchema,
+  text: MessageTextSchema,
+  createdAt: TimestampSchema,
+  createdBy: z.string().min(1).max(128),
+  /** Present when created through sendMessage with an idempotency key. */
+  idempotencyKey: z.string().max(128).nullish(),
+  status: OutboxStatusSchema,
+  attemptCount: z.int().min(0).default(0),
+  nextAttemptAt: TimestampSchema.nullish(),
+  claimedBy: OwnerSchema.nullish(),
+  leaseUntil: TimestampSchema.nullish(),
+  providerMessageId: z.string().max(128).nullish(),
+  sentAt: TimestampSchema.nullish(),
+  deliveredAt: TimestampSchema.nullish(),
+  readAt: TimestampSchema.nullish(),
+  error: OutboxErrorSchema.nullish(),
+  cancelledAt: TimestampSchema.nullish(),
+  cancelledBy: z.string().max(128).nullish(),
+});
+export type OutboxDoc = z.infer<typeof OutboxDocSchema>;
+
+// ---------- incidents/{incidentId} ----------
+
+export const SEVERITIES = ['info', 'warning', 'critical'] as const;
+export const SeveritySchema = z.enum(SEVERITIES);
+export type Severity = z.infer<typeof SeveritySchema>;
+
+export const IncidentDocSchema = z.object({
+  /** null for fleet-wide incidents (e.g. the WhatsApp client version is outdated). */
+  accountId: AccountIdSchema.nullable(),
+  type: ReasonSchema,
+  severity: SeveritySchema,
+  message: z.string().max(1000),
+  open: z.boolean(),
+  count: z.int().min(1),
+  firstSeenAt: TimestampSchema,
+  lastSeenAt: TimestampSchema,
+  resolvedAt: TimestampSchema.nullable(),
+  acknowledgedBy: z.string().max(128).nullable(),
+  acknowledgedAt: TimestampSchema.nullable(),
+});
+export type IncidentDoc = z.infer<typeof IncidentDocSchema>;
+
+// ---------- server-only collections ----------
+
+export const ReconcilerDocSchema = z.object({
+  instanceId: z.string().min(1).max(128),
+  version: z.string().max(64),
+  host: z.string().max(255),
+  startedAt: TimestampSchema,
+  heartbeatAt: TimestampSchema,
+  uptimeSec: z.number().min(0),
+  accountsOwned: z.int().min(0),
+  storagePath: z.string().max(1024),
+  storageFreeBytes: z.number().min(0).nullable(),
+});
+export type ReconcilerDoc = z.infer<typeof ReconcilerDocSchema>;
+
+export const LeaseDocSchema = z.object({
+  holder: z.string().min(1).max(128),
+  /** Fencing token: strictly increases with every grant to a new holder. */
+  epoch: z.int().min(1),
+  expiresAt: TimestampSchema,
+  acquiredAt: TimestampSchema,
+  renewedAt: TimestampSchema,
+});
+export type LeaseDoc = z.infer<typeof LeaseDocSchema>;
+
+export const AuditLogDocSchema = z.object({
+  action: z.string().min(1).max(64),
+  actorUid: z.string().max(128),
+  actorRole: z.string().max(32).nullable(),
+  target: z.object({ collection: z.string().max(64), id: z.string().max(256) }).nullable(),
+  /** Redacted: phone numbers masked, never message text or tokens. */
+  details: z.record(z.string(), z.unknown()),
+  at: TimestampSchema,
+});
+export type AuditLogDoc = z.infer<typeof AuditLogDocSchema>;

@@ -1,0 +1,47 @@
+/**
+ * Bundles the deployable parts with esbuild. The functions bundle inlines the shared
+ * contract (a workspace package that no registry has), so `functions/` deploys with only
+ * firebase-functions and firebase-admin as dependencies.
+ */
+import { build } from 'esbuild';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export async function buildFunctions(): Promise<void> {
+  await build({
+    entryPoints: [path.join(root, 'functions/src/index.ts')],
+    outfile: path.join(root, 'functions/lib/index.js'),
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    sourcemap: true,
+    external: ['firebase-functions', 'firebase-functions/*', 'firebase-admin', 'firebase-admin/*'],
+    logLevel: 'warning',
+  });
+}
+
+export async function buildReconciler(): Promise<void> {
+  await build({
+    entryPoints: [path.join(root, 'reconciler/src/main.ts')],
+    outfile: path.join(root, 'reconciler/dist/main.js'),
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    sourcemap: true,
+    // Runtime dependencies stay in node_modules: Baileys and friends load files and
+    // WASM relative to their own package directories.
+    packages: 'external',
+    logLevel: 'warning',
+  });
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const what = process.argv.slice(2);
+  const all = what.length === 0;
+  if (all || what.includes('functions')) await buildFunctions();
+  if (all || what.includes('reconciler')) await buildReconciler();
+}
