@@ -84,6 +84,9 @@ export async function execWithEmulators(command: string, opts: ExecOptions = {})
   // Keeps firebase-tools from phoning home on machines without internet.
   env.FIREBASE_CLI_DISABLE_UPDATE_CHECK ??= 'true';
   env.FIREBASE_CLI_EXPERIMENTS ??= '';
+  // Without it, google-auth-library first probes the GCE metadata server, which costs seconds
+  // on every process's first Firestore call where that server does not exist.
+  env.METADATA_SERVER_DETECTION ??= 'none';
   // firebase-tools exports it only in some configurations; the command can always rely on it.
   env.GCLOUD_PROJECT = PROJECT_ID;
   const portBase = env.WAFLEET_EMULATOR_PORT_BASE ? Number(env.WAFLEET_EMULATOR_PORT_BASE) : null;
@@ -93,7 +96,9 @@ export async function execWithEmulators(command: string, opts: ExecOptions = {})
   env.WAFLEET_FUNCTIONS_URL = `http://127.0.0.1:${ports.emulators.functions.port}/${PROJECT_ID}/us-central1`;
   const bin = path.join(root, 'node_modules', '.bin', 'firebase');
   const args = ['emulators:exec', '--config', config, '--project', PROJECT_ID, '--only', only.join(','), command];
-  const child = spawn(bin, args, { cwd: root, env, stdio: 'inherit' });
+  // Its own process group: when firebase-tools dies on a startup error it can leave the Java
+  // emulator behind, holding the port; we end the whole group when it exits.
+  const child = spawn(bin, args, { cwd: root, env, stdio: 'inherit', detached: true });
   const forward = (sig: NodeJS.Signals) => child.kill(sig);
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);
@@ -102,9 +107,19 @@ export async function execWithEmulators(command: string, opts: ExecOptions = {})
     child.once('exit', (code, signal) => {
       process.off('SIGINT', forward);
       process.off('SIGTERM', forward);
+      killGroup(child.pid);
       const status = code ?? (signal ? 128 + 1 : 1);
       if (config === path.join(root, 'firebase.json')) resolve(status);
       else rm(config, { force: true }).then(() => resolve(status), reject);
     });
   });
+}
+
+function killGroup(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is already gone, which is the normal case.
+  }
 }

@@ -84,6 +84,9 @@ export const AccountStatusDocSchema = z.object({
   lastDisconnect: LastDisconnectSchema.nullable(),
   reconnectAttempt: z.int().min(0),
   nextRetryAt: TimestampSchema.nullable(),
+  /** The newest accounts.qrRequestedAt / relinkRequestedAt the reconciler acted on. */
+  handledQrRequestedAt: TimestampSchema.nullish(),
+  handledRelinkRequestedAt: TimestampSchema.nullish(),
   updatedAt: TimestampSchema,
 });
 export type AccountStatusDoc = z.infer<typeof AccountStatusDocSchema>;
@@ -164,24 +167,34 @@ export type IncidentDoc = z.infer<typeof IncidentDocSchema>;
 
 export const ReconcilerDocSchema = z.object({
   instanceId: z.string().min(1).max(128),
+  /** Random per process start: tells a restarted process from the one before it. */
+  incarnation: z.string().min(1).max(64),
   version: z.string().max(64),
   host: z.string().max(255),
   startedAt: TimestampSchema,
+  /** Written every LEASE_RENEW_MS; it keeps every lease of this instance alive (docs/reconciler-design.md). */
   heartbeatAt: TimestampSchema,
+  leaseTtlMs: z.int().min(1),
   uptimeSec: z.number().min(0),
   accountsOwned: z.int().min(0),
+  /** Phase of every owned account, so an idle fleet needs no per-account writes to show liveness. */
+  accounts: z.record(z.string(), z.string()),
   storagePath: z.string().max(1024),
   storageFreeBytes: z.number().min(0).nullable(),
+  /** Set on graceful shutdown: its leases are released and may be taken at once. */
+  stoppedAt: TimestampSchema.nullable(),
 });
 export type ReconcilerDoc = z.infer<typeof ReconcilerDocSchema>;
 
 export const LeaseDocSchema = z.object({
-  holder: z.string().min(1).max(128),
-  /** Fencing token: strictly increases with every grant to a new holder. */
+  /** The owning instance, or null once released. */
+  holder: z.string().min(1).max(128).nullable(),
+  /** The holder's incarnation: a restarted process with the same instance id is another owner. */
+  incarnation: z.string().min(1).max(64).nullable(),
+  /** Fencing token: strictly increases with every grant. */
   epoch: z.int().min(1),
-  expiresAt: TimestampSchema,
   acquiredAt: TimestampSchema,
-  renewedAt: TimestampSchema,
+  releasedAt: TimestampSchema.nullable(),
 });
 export type LeaseDoc = z.infer<typeof LeaseDocSchema>;
 

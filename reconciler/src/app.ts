@@ -1,0 +1,256 @@
+/**
+ * Wires the reconciler together and owns its life cycle: boot (health first, then the disk lock,
+ * heartbeat, listener and a paced restore of every account) and a bounded graceful shutdown.
+ */
+import { randomUUID } from 'node:crypto';
+import { statfs, unlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { getApps, initializeApp } from 'firebase-admin/app';
+import { getFirestore, type Firestore } from 'firebase-admin/firestore';
+import type { Logger } from 'pino';
+import type { Config } from './config.ts';
+import { startHttpServer } from './http/server.ts';
+import { Heartbeat } from './lease/heartbeat.ts';
+import { acquireHostLock, type HostLock } from './lease/host-lock.ts';
+import { LeaseManager, type Identity } from './lease/lease-manager.ts';
+import { baileysLogger } from './log.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { ConnectGovernor } from './queue/connect-governor.ts';
+import { connectGovernorMetrics, workQueueMetrics } from './queue/metrics.ts';
+import { WorkQueue } from './queue/work-queue.ts';
+import { AccountSupervisor } from './session/account-supervisor.ts';
+import { DEFAULT_TIMEOUTS, type SessionTimeouts } from './session/session-driver.ts';
+import { CoalescingWriter } from './status/coalescing-writer.ts';
+import { IncidentWriter } from './status/incident-writer.ts';
+import { QrWriter } from './status/qr-writer.ts';
+import { StatusWriter } from './status/status-writer.ts';
+import { AuthStore } from './store/auth-state.ts';
+import { SessionBackupStore } from './store/session-backup.ts';
+import { backoffDelay } from './util/backoff.ts';
+import { sleep } from './util/deadline.ts';
+import { AccountsWatcher } from './watch/accounts-watcher.ts';
+
+export const VERSION = '0.1.0';
+
+export interface AppOptions {
+  config: Config;
+  log: Logger;
+  /** Tests shorten Baileys' and the watchdogs' timeouts. */
+  timeouts?: Partial<SessionTimeouts>;
+  backupDebounceMs?: number;
+  resyncEveryMs?: number;
+}
+
+export class ReconcilerApp {
+  private readonly supervisors = new Map<string, AccountSupervisor>();
+  private readonly stopping = new AbortController();
+  private ready = false;
+  private http: Awaited<ReturnType<typeof startHttpServer>> | null = null;
+  private hostLock: HostLock | null = null;
+  private heartbeat: Heartbeat | null = null;
+  private watcher: AccountsWatcher | null = null;
+  private queue: WorkQueue<string> | null = null;
+  private governor: ConnectGovernor | null = null;
+  private store: AuthStore | null = null;
+  private leases: LeaseManager | null = null;
+  private writer: CoalescingWriter | null = null;
+  private incidents: IncidentWriter | null = null;
+  readonly metrics: Metrics;
+  readonly db: Firestore;
+
+  constructor(private readonly opts: AppOptions) {
+    const { config } = opts;
+    const app = getApps().find((a) => a.name === `reconciler-${config.instanceId}`) ?? initializeApp({ projectId: config.firestore.projectId }, `reconciler-${config.instanceId}`);
+    this.db = getFirestore(app);
+    this.metrics = createMetrics({
+      phases: () => [...this.supervisors.values()].filter((s) => this.leases?.held(s.accountId)).map((s) => s.currentPhase),
+      leasesHeld: () => this.leases?.heldAccounts().length ?? 0,
+    });
+  }
+
+  get httpPort(): number | null {
+    return this.http?.port ?? null;
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  supervisor(accountId: string): AccountSupervisor | undefined {
+    return this.supervisors.get(accountId);
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.opts;
+    this.http = await startHttpServer({
+      host: config.http.host,
+      port: config.http.port,
+      registry: this.metrics.registry,
+      checks: () => [
+        { name: 'booted', check: () => this.ready },
+        { name: 'firestore', check: () => this.heartbeat?.healthy ?? false },
+        { name: 'listener', check: () => this.watcher?.healthy ?? false },
+        { name: 'storage', check: () => storageWritable(config.sessionsPath) },
+      ],
+    });
+    log.info({ port: this.http.port }, 'serving /healthz, /readyz and /metrics');
+
+    // One process per sessions directory; during a redeploy the new process waits here for the old one.
+    this.hostLock = await acquireHostLock(config.sessionsPath, {
+      waitMs: config.shutdownTimeoutMs + 15_000,
+      onWaiting: () => log.warn({ sessionsPath: config.sessionsPath }, 'another reconciler still uses this sessions directory; waiting for it to stop'),
+      signal: this.stopping.signal,
+    });
+
+    const identity: Identity = { instanceId: config.instanceId, incarnation: randomUUID(), host: os.hostname(), storagePath: config.sessionsPath };
+    const leases = (this.leases = new LeaseManager(this.db, identity, { ttlMs: config.lease.ttlMs, hostLockHeld: true }));
+    this.heartbeat = new Heartbeat(this.db, identity, {
+      renewMs: config.lease.renewMs,
+      ttlMs: config.lease.ttlMs,
+      version: VERSION,
+      log,
+      summary: async () => ({
+        accounts: Object.fromEntries(leases.heldAccounts().map((id) => [id, this.supervisors.get(id)?.currentPhase ?? 'pending'])),
+        storageFreeBytes: await freeBytes(config.sessionsPath),
+      }),
+      onFence: () => {
+        for (const s of this.supervisors.values()) void s.fence();
+      },
+      onRecover: () => {
+        for (const id of this.supervisors.keys()) this.queue?.add(id);
+      },
+      onIdentityConflict: (other) => {
+        log.fatal({ instanceId: config.instanceId, otherIncarnation: other }, 'another process runs with this INSTANCE_ID; stopping every session');
+        for (const s of this.supervisors.values()) void s.fence();
+        process.exitCode = 1;
+        void this.stop('identity conflict');
+      },
+    });
+    await this.startHeartbeat();
+
+    this.store = await AuthStore.create({ root: config.sessionsPath, logger: log });
+    this.writer = new CoalescingWriter({
+      leases,
+      log,
+      onStale: (accountId) => void this.supervisors.get(accountId)?.onLostOwnership(),
+      onWrite: (collection, ok) => this.metrics.firestoreWrite(collection, ok),
+    });
+    this.incidents = new IncidentWriter(this.db, leases, log, (ok) => this.metrics.firestoreWrite('incidents', ok));
+    const status = new StatusWriter(this.db, this.writer);
+    const qr = new QrWriter(this.db, this.writer);
+    const backups = new SessionBackupStore(this.db, config.backup.key, leases);
+    this.governor = new ConnectGovernor({ concurrency: config.connect.concurrency, intervalMs: config.connect.intervalMs, hooks: connectGovernorMetrics(this.metrics.registry) });
+    const queue = (this.queue = new WorkQueue<string>({ hooks: workQueueMetrics(this.metrics.registry, 'accounts') }));
+    const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
+
+    const supervisorFor = (accountId: string): AccountSupervisor => {
+      let s = this.supervisors.get(accountId);
+      if (!s) {
+        s = new AccountSupervisor(accountId, {
+          db: this.db,
+          log: log.child({ accountId }),
+          baileysLog: baileysLogger(log, accountId),
+          store: this.store!,
+          backups,
+          leases,
+          status,
+          qr,
+          incidents: this.incidents!,
+          governor: this.governor!,
+          timeouts,
+          ...(config.waSimulator ? { socketUrl: config.waSimulator.socketUrl } : {}),
+          requeue: (delayMs) => (delayMs ? queue.addAfter(accountId, delayMs) : queue.add(accountId)),
+          backupDebounceMs: this.opts.backupDebounceMs ?? 3_000,
+          metrics: this.metrics,
+        });
+        this.supervisors.set(accountId, s);
+      }
+      return s;
+    };
+
+    this.watcher = new AccountsWatcher({ db: this.db, log, onChange: (id) => queue.add(id), ...(this.opts.resyncEveryMs ? { resyncEveryMs: this.opts.resyncEveryMs } : {}) });
+    queue.start(
+      async (accountId) => {
+        const spec = this.watcher!.get(accountId);
+        const result = await supervisorFor(accountId).reconcile(spec);
+        if (!spec.exists && !leases.held(accountId)) this.supervisors.delete(accountId);
+        return result;
+      },
+      { concurrency: 8 },
+    );
+    // Deterministic restore order (account id); the governor paces the logins.
+    const ids = await this.watcher.start();
+    log.info({ accounts: ids.length, instanceId: config.instanceId }, 'reconciler started');
+    this.ready = true;
+  }
+
+  private async startHeartbeat(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.heartbeat!.start();
+        return;
+      } catch (err) {
+        const delay = backoffDelay(attempt, { baseMs: 1_000, maxMs: 30_000, jitter: 'full' });
+        this.opts.log.warn({ err: String(err), retryInMs: delay }, 'cannot reach Firestore yet');
+        await sleep(delay, this.stopping.signal);
+      }
+    }
+  }
+
+  /**
+   * Graceful and bounded: stop taking work, close sockets (no logout), flush credentials and a
+   * last backup, let pending status writes land, release leases, mark the heartbeat stopped.
+   */
+  async stop(reason: string): Promise<{ graceful: boolean }> {
+    if (this.stopping.signal.aborted) return { graceful: false };
+    const { log, config } = this.opts;
+    const deadline = Date.now() + config.shutdownTimeoutMs;
+    const left = () => Math.max(500, deadline - Date.now());
+    this.stopping.abort();
+    this.ready = false;
+    log.info({ reason }, 'shutting down');
+    let graceful = true;
+    const step = async (name: string, work: Promise<unknown>, share: number) => {
+      const ok = await Promise.race([work.then(() => true, (err: unknown) => (log.warn({ step: name, err: String(err) }, 'shutdown step failed'), false)), sleep(Math.max(500, left() * share)).then(() => false)]);
+      if (!ok) {
+        graceful = false;
+        log.warn({ step: name }, 'shutdown step did not finish in time');
+      }
+    };
+    this.watcher?.stop();
+    this.governor?.cancelAll(new Error('shutting down'));
+    if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
+    await step('sessions', Promise.all([...this.supervisors.values()].map((s) => s.shutdown())), 0.4);
+    if (this.writer) await step('status writes', this.writer.drain(left() / 3), 0.35);
+    if (this.incidents) await step('incident writes', this.incidents.drain(left() / 4), 0.3);
+    if (this.leases) await step('lease release', this.leases.release(), 0.5);
+    if (this.heartbeat) await step('final heartbeat', this.heartbeat.stop({ markStopped: true, timeoutMs: Math.min(5_000, left()) }), 0.8);
+    if (this.store) await step('credentials', this.store.closeAll(), 0.8);
+    await this.hostLock?.release();
+    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+    this.http?.closeAllConnections();
+    log.info({ graceful }, 'stopped');
+    return { graceful };
+  }
+}
+
+async function freeBytes(dir: string): Promise<number | null> {
+  try {
+    const s = await statfs(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return null;
+  }
+}
+
+async function storageWritable(dir: string): Promise<boolean> {
+  const probe = path.join(dir, `.probe-writable-${process.pid}`);
+  try {
+    await writeFile(probe, 'ok');
+    await unlink(probe);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Per-account ownership with fencing (docs/reconciler-design.md). A lease document names its
+ * holder and epoch; it stays valid while the holder's heartbeat (reconcilers/{instanceId}) keeps
+ * changing. Takeover re-reads both in a transaction and bumps the epoch; every guarded write
+ * re-checks holder, incarnation and epoch in its own transaction (`fenced`).
+ */
+import { Collections, type LeaseDoc, type Owner } from '@wafleet/contract';
+import { FieldValue, type DocumentSnapshot, type Firestore, type Transaction } from 'firebase-admin/firestore';
+
+export interface Identity {
+  instanceId: string;
+  incarnation: string;
+  host: string;
+  storagePath: string;
+}
+
+export interface LeaseGrant extends Owner {
+  accountId: string;
+}
+
+export type AcquireResult =
+  | { acquired: true; grant: LeaseGrant; tookOverFrom: string | null }
+  | { acquired: false; holder: string; retryAfterMs: number };
+
+export class StaleOwnerError extends Error {
+  constructor(readonly accountId: string, readonly detail: string) {
+    super(`no longer the owner of account ${accountId}: ${detail}`);
+    this.name = 'StaleOwnerError';
+  }
+}
+
+export interface LeaseManagerOptions {
+  ttlMs: number;
+  /** True while this process holds the host lock on its sessions directory. */
+  hostLockHeld: boolean;
+  now?: () => number;
+}
+
+interface Observation {
+  version: string;
+  seenAt: number;
+}
+
+export class LeaseManager {
+  private readonly grants = new Map<string, LeaseGrant>();
+  /** When we first saw each holder heartbeat version, by our own clock. */
+  private readonly observed = new Map<string, Observation>();
+  private readonly now: () => number;
+
+  constructor(
+    private readonly db: Firestore,
+    readonly identity: Identity,
+    private readonly opts: LeaseManagerOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  held(accountId: string): LeaseGrant | undefined {
+    return this.grants.get(accountId);
+  }
+
+  heldAccounts(): string[] {
+    return [...this.grants.keys()].sort();
+  }
+
+  /** Forget a grant locally, e.g. after a StaleOwnerError showed someone else owns it. */
+  drop(accountId: string): void {
+    this.grants.delete(accountId);
+  }
+
+  private leaseRef(accountId: string) {
+    return this.db.collection(Collections.leases).doc(accountId);
+  }
+
+  async acquire(accountId: string): Promise<AcquireResult> {
+    const me = this.identity;
+    const result = await this.db.runTransaction(async (tx): Promise<AcquireResult> => {
+      const snap = await tx.get(this.leaseRef(accountId));
+      const lease = snap.exists ? (snap.data() as LeaseDoc) : null;
+      if (lease && lease.holder === me.instanceId && lease.incarnation === me.incarnation) {
+        return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch: lease.epoch }, tookOverFrom: null };
+      }
+      if (lease?.holder) {
+        const verdict = await this.holderVerdict(tx, lease);
+        if (!verdict.dead) return { acquired: false, holder: lease.holder, retryAfterMs: verdict.retryAfterMs };
+      }
+      const epoch = (lease?.epoch ?? 0) + 1;
+      const doc = {
+        holder: me.instanceId,
+        incarnation: me.incarnation,
+        epoch,
+        acquiredAt: FieldValue.serverTimestamp(),
+        releasedAt: null,
+      };
+      if (snap.exists) tx.set(snap.ref, doc);
+      else tx.create(snap.ref, doc);
+      return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch }, tookOverFrom: lease?.holder ?? null };
+    });
+    if (result.acquired) this.grants.set(accountId, result.grant);
+    else this.grants.delete(accountId);
+    return result;
+  }
+
+  /**
+   * Whether the current holder is provably gone. Never trusts the holder's clock: a heartbeat
+   * counts as dead only after it stayed unchanged for the TTL as measured by our clock.
+   */
+  private async holderVerdict(tx: Transaction, lease: LeaseDoc): Promise<{ dead: true } | { dead: false; retryAfterMs: number }> {
+    const hb = await tx.get(this.db.collection(Collections.reconcilers).doc(lease.holder!));
+    if (!hb.exists) return { dead: true };
+    const data = hb.data() as { incarnation?: string; stoppedAt?: unknown; host?: string; storagePath?: string };
+    // The holder's process was replaced by a newer incarnation, or shut down and said so.
+    if (data.incarnation !== lease.incarnation || data.stoppedAt) return { dead: true };
+    // It ran on this disk: we hold the disk's lock, so it cannot be running any more.
+    if (this.opts.hostLockHeld && data.host === this.identity.host && data.storagePath === this.identity.storagePath) {
+      return { dead: true };
+    }
+    const age = this.observedAge(hb);
+    if (age >= this.opts.ttlMs) return { dead: true };
+    return { dead: false, retryAfterMs: this.opts.ttlMs - age };
+  }
+
+  private observedAge(hb: DocumentSnapshot): number {
+    const version = `${hb.updateTime?.toMillis() ?? 0}`;
+    const now = this.now();
+    const seen = this.observed.get(hb.id);
+    if (!seen || seen.version !== version) {
+      this.observed.set(hb.id, { version, seenAt: now });
+      return 0;
+    }
+    return now - seen.seenAt;
+  }
+
+  /**
+   * Runs `write` in a transaction that first proves we still own the account. Reads done by
+   * `write` must come through the transaction it is given (Firestore wants reads before writes).
+   */
+  async fenced<T>(accountId: string, write: (tx: Transaction, owner: Owner) => Promise<T> | T): Promise<T> {
+    const grant = this.grants.get(accountId);
+    if (!grant) throw new StaleOwnerError(accountId, 'no lease held');
+    return this.db.runTransaction(async (tx) => {
+      await this.assertOwner(tx, grant);
+      return write(tx, { instanceId: grant.instanceId, epoch: grant.epoch });
+    });
+  }
+
+  async assertOwner(tx: Transaction, grant: LeaseGrant): Promise<void> {
+    const snap = await tx.get(this.leaseRef(grant.accountId));
+    const lease = snap.data() as LeaseDoc | undefined;
+    if (!lease || lease.holder !== this.identity.instanceId || lease.incarnation !== this.identity.incarnation || lease.epoch !== grant.epoch) {
+      this.grants.delete(grant.accountId);
+      const now = lease ? `held by ${lease.holder ?? 'nobody'} at epoch ${lease.epoch}` : 'lease missing';
+      throw new StaleOwnerError(grant.accountId, `${now}; ours was epoch ${grant.epoch}`);
+    }
+  }
+
+  /**
+   * Releases leases so another process may take them at once. Each release checks it still
+   * holds the lease (a lease taken over meanwhile is left alone).
+   */
+  async release(accountIds: string[] = this.heldAccounts()): Promise<void> {
+    await Promise.all(
+      accountIds.map(async (accountId) => {
+        const grant = this.grants.get(accountId);
+        this.grants.delete(accountId);
+        if (!grant) return;
+        await this.db
+          .runTransaction(async (tx) => {
+            await this.assertOwner(tx, grant);
+            tx.update(this.leaseRef(accountId), { holder: null, incarnation: null, releasedAt: FieldValue.serverTimestamp() });
+          })
+          .catch((err: unknown) => {
+            if (!(err instanceof StaleOwnerError)) throw err;
+          });
+      }),
+    );
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The reconciler process. Exit codes: 0 after a graceful stop, 1 on a failure or a forced stop,
+ * 2 on invalid configuration (the message says which variable and how to fix it).
+ */
+import { ReconcilerApp } from './app.ts';
+import { ConfigError, configSummary, loadConfig } from './config.ts';
+import { createLogger } from './log.ts';
+import { trustNoiseRoot } from './session/noise-root.ts';
+
+let config;
+try {
+  config = await loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
+  throw err;
+}
+
+// Against the emulator there are no Google credentials to find: skip the metadata-server probe,
+// which otherwise delays the first Firestore call by seconds.
+if (config.firestore.emulatorHost) process.env.METADATA_SERVER_DETECTION ??= 'none';
+
+const log = createLogger({ level: config.logLevel });
+for (const warning of config.warnings) log.warn(warning);
+log.info({ config: configSummary(config) }, 'configuration');
+if (config.waSimulator) {
+  log.warn({ socketUrl: config.waSimulator.socketUrl }, 'connecting to a WhatsApp SIMULATOR, not WhatsApp');
+  trustNoiseRoot(config.waSimulator.noiseRootPubKey);
+}
+
+const app = new ReconcilerApp({ config, log });
+let signals = 0;
+const onSignal = (signal: NodeJS.Signals) => {
+  signals++;
+  if (signals > 1) {
+    log.warn({ signal }, 'second signal: exiting now');
+    process.exit(1);
+  }
+  const force = setTimeout(() => {
+    log.error('shutdown exceeded its bound; exiting');
+    process.exit(1);
+  }, config.shutdownTimeoutMs + 5_000);
+  force.unref();
+  void app.stop(signal).then(({ graceful }) => {
+    log.flush?.();
+    process.exit(graceful ? (process.exitCode ?? 0) : 1);
+  });
+};
+process.on('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
+
+try {
+  await app.start();
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.stack : String(err) }, 'start failed');
+  await app.stop('start failed').catch(() => undefined);
+  process.exit(1);
+}

@@ -1,0 +1,212 @@
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, DEV_BACKUP_KEY, configSummary, loadConfig } from '../src/config.ts';
+import { tempDir } from './helpers.ts';
+
+const KEY = Buffer.from('0123456789abcdef0123456789abcdef'); // 32 bytes
+const ROOT_PUBKEY = Buffer.alloc(32, 7).toString('base64');
+
+let dir: string;
+let cleanup: () => Promise<void>;
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempDir());
+});
+afterEach(async () => {
+  await cleanup();
+});
+
+function prodEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { NODE_ENV: 'production', GCLOUD_PROJECT: 'wafleet-prod', SESSIONS_PATH: dir, BACKUP_KEY: KEY.toString('base64'), ...extra };
+}
+
+async function configError(env: NodeJS.ProcessEnv): Promise<ConfigError> {
+  try {
+    await loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function problemOf(error: ConfigError, variable: string): string {
+  const issue = error.issues.find((i) => i.variable === variable);
+  if (!issue) throw new Error(`no issue for ${variable} in:\n${error.message}`);
+  return issue.message;
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults to a minimal production environment', async () => {
+    const config = await loadConfig(prodEnv(), { hostname: 'node-a.internal', pid: 4242 });
+    expect(config).toMatchObject({
+      nodeEnv: 'production',
+      firestore: { projectId: 'wafleet-prod', emulatorHost: null },
+      sessionsPath: dir,
+      instanceId: 'node-a.internal-4242',
+      http: { host: '0.0.0.0', port: 8080 },
+      maxAccounts: 30,
+      connect: { concurrency: 2, intervalMs: 250 },
+      backup: { keySource: 'env' },
+      waSimulator: null,
+      logLevel: 'info',
+      lease: { ttlMs: 15_000, renewMs: 5_000 },
+      shutdownTimeoutMs: 20_000,
+      warnings: [],
+    });
+    expect(config.backup.key.equals(KEY)).toBe(true);
+    expect(Object.isFrozen(config) && Object.isFrozen(config.http)).toBe(true);
+    expect(await readdir(dir)).toEqual([]); // the write probe cleaned up after itself
+  });
+
+  it('parses every variable when set, trimming values and treating empty as unset', async () => {
+    const config = await loadConfig(
+      prodEnv({
+        INSTANCE_ID: ' reconciler-0 ',
+        HTTP_PORT: '0',
+        HTTP_HOST: '127.0.0.1',
+        MAX_ACCOUNTS: '60',
+        CONNECT_CONCURRENCY: '4',
+        CONNECT_INTERVAL_MS: '0',
+        LOG_LEVEL: 'debug',
+        LEASE_TTL_MS: '20000',
+        LEASE_RENEW_MS: '10000',
+        SHUTDOWN_TIMEOUT_MS: '5000',
+        FIRESTORE_EMULATOR_HOST: '',
+      }),
+    );
+    expect(config).toMatchObject({
+      instanceId: 'reconciler-0',
+      http: { host: '127.0.0.1', port: 0 },
+      maxAccounts: 60,
+      connect: { concurrency: 4, intervalMs: 0 },
+      logLevel: 'debug',
+      lease: { ttlMs: 20_000, renewMs: 10_000 },
+      shutdownTimeoutMs: 5_000,
+      firestore: { emulatorHost: null },
+    });
+  });
+
+  it('uses demo-wafleet with the emulator, and the public dev key with a loud warning in development', async () => {
+    const config = await loadConfig({ NODE_ENV: 'test', FIRESTORE_EMULATOR_HOST: '127.0.0.1:8080', SESSIONS_PATH: dir });
+    expect(config.firestore).toEqual({ projectId: 'demo-wafleet', emulatorHost: '127.0.0.1:8080' });
+    expect(config.backup.keySource).toBe('development-default');
+    expect(config.backup.key.equals(DEV_BACKUP_KEY)).toBe(true);
+    expect(config.warnings.join('\n')).toMatch(/BACKUP_KEY is not set.*PUBLIC development key/);
+  });
+
+  it('reports every problem at once, each with a fix, without echoing the secret', async () => {
+    const secret = 'c2VjcmV0LWJ1dC10b28tc2hvcnQ=';
+    const error = await configError({
+      NODE_ENV: 'production',
+      GCLOUD_PROJECT: 'wafleet-prod',
+      SESSIONS_PATH: path.join(dir, 'missing'),
+      HTTP_PORT: 'http',
+      HTTP_HOST: 'not a host!',
+      MAX_ACCOUNTS: '0',
+      CONNECT_CONCURRENCY: '-1',
+      CONNECT_INTERVAL_MS: '1.5',
+      INSTANCE_ID: 'bad id!',
+      LOG_LEVEL: 'loud',
+      LEASE_TTL_MS: '10',
+      SHUTDOWN_TIMEOUT_MS: 'soon',
+      BACKUP_KEY: secret,
+      FIRESTORE_EMULATOR_HOST: 'localhost',
+    });
+    const variables = error.issues.map((i) => i.variable).sort();
+    expect(variables).toEqual(
+      [
+        'BACKUP_KEY',
+        'CONNECT_CONCURRENCY',
+        'CONNECT_INTERVAL_MS',
+        'FIRESTORE_EMULATOR_HOST',
+        'HTTP_HOST',
+        'HTTP_PORT',
+        'INSTANCE_ID',
+        'LEASE_TTL_MS',
+        'LOG_LEVEL',
+        'MAX_ACCOUNTS',
+        'SESSIONS_PATH',
+        'SHUTDOWN_TIMEOUT_MS',
+      ].sort(),
+    );
+    expect(error.message).toMatch(/^Invalid reconciler configuration \(12 problems\):/);
+    expect(error.message).toContain('reconciler/README.md');
+    expect(problemOf(error, 'HTTP_PORT')).toMatch(/whole number from 0 to 65535.*"http"/);
+    expect(problemOf(error, 'LOG_LEVEL')).toMatch(/fatal, error, warn, info, debug, trace, silent/);
+    expect(problemOf(error, 'SESSIONS_PATH')).toContain(`mkdir -p ${path.join(dir, 'missing')} && chown`);
+    expect(problemOf(error, 'BACKUP_KEY')).toMatch(/openssl rand -base64 32/);
+    expect(error.message).not.toContain(secret);
+  });
+
+  it('SESSIONS_PATH: required, must exist, be a directory and be writable', async () => {
+    expect(problemOf(await configError(prodEnv({ SESSIONS_PATH: undefined })), 'SESSIONS_PATH')).toMatch(/is required/);
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, 'x');
+    expect(problemOf(await configError(prodEnv({ SESSIONS_PATH: file })), 'SESSIONS_PATH')).toMatch(/is not a directory/);
+    expect(problemOf(await configError(prodEnv({ SESSIONS_PATH: path.join(file, 'below') })), 'SESSIONS_PATH')).toMatch(/not a directory/);
+    // Root ignores permission bits, so as root use a directory nobody can create files in.
+    let unwritable = '/proc';
+    if (process.getuid?.() !== 0) {
+      unwritable = path.join(dir, 'locked');
+      await mkdir(unwritable);
+      await chmod(unwritable, 0o500);
+    }
+    expect(problemOf(await configError(prodEnv({ SESSIONS_PATH: unwritable })), 'SESSIONS_PATH')).toMatch(/not writable|read-only/);
+  });
+
+  it('BACKUP_KEY: base64, base64url or hex of 32 bytes; required outside development; dev key refused in production', async () => {
+    for (const form of [KEY.toString('base64'), KEY.toString('base64url'), KEY.toString('hex'), KEY.toString('hex').toUpperCase()]) {
+      expect((await loadConfig(prodEnv({ BACKUP_KEY: form }))).backup.key.equals(KEY)).toBe(true);
+    }
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: Buffer.alloc(31, 1).toString('base64') })), 'BACKUP_KEY')).toMatch(/must be 32 bytes/);
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: 'z'.repeat(64) })), 'BACKUP_KEY')).toMatch(/must be 32 bytes/);
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined })), 'BACKUP_KEY')).toMatch(/is required when NODE_ENV is "production"/);
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, NODE_ENV: undefined })), 'BACKUP_KEY')).toMatch(/unset \(production\)/);
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: DEV_BACKUP_KEY.toString('hex') })), 'BACKUP_KEY')).toMatch(/public development key/);
+    expect(problemOf(await configError(prodEnv({ NODE_ENV: 'prod' })), 'NODE_ENV')).toMatch(/production, development, test/);
+  });
+
+  it('WA_SOCKET_URL + WA_NOISE_ROOT_PUBKEY: both or neither, development only', async () => {
+    const dev = { NODE_ENV: 'development', FIRESTORE_EMULATOR_HOST: '127.0.0.1:8080', SESSIONS_PATH: dir };
+    const config = await loadConfig({ ...dev, WA_SOCKET_URL: 'ws://127.0.0.1:7070/ws/chat', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY });
+    expect(config.waSimulator?.socketUrl).toBe('ws://127.0.0.1:7070/ws/chat');
+    expect(config.waSimulator?.noiseRootPubKey.equals(Buffer.alloc(32, 7))).toBe(true);
+    expect(config.warnings.join('\n')).toMatch(/simulator/);
+
+    expect(problemOf(await configError({ ...dev, WA_SOCKET_URL: 'ws://127.0.0.1:7070' }), 'WA_NOISE_ROOT_PUBKEY')).toMatch(/set both, or neither/);
+    expect(problemOf(await configError({ ...dev, WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY }), 'WA_SOCKET_URL')).toMatch(/set both, or neither/);
+    expect(problemOf(await configError({ ...dev, WA_SOCKET_URL: 'http://127.0.0.1', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY }), 'WA_SOCKET_URL')).toMatch(/ws:\/\/ or wss:\/\//);
+    expect(problemOf(await configError({ ...dev, WA_SOCKET_URL: 'ws://x', WA_NOISE_ROOT_PUBKEY: Buffer.alloc(33).toString('base64') }), 'WA_NOISE_ROOT_PUBKEY')).toMatch(/32 bytes/);
+    expect(problemOf(await configError(prodEnv({ WA_SOCKET_URL: 'ws://127.0.0.1:7070', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY })), 'WA_SOCKET_URL')).toMatch(/development only.*NODE_ENV=production/);
+  });
+
+  it('project id: required without the emulator, consistent across variables, real outside the emulator', async () => {
+    expect(problemOf(await configError(prodEnv({ GCLOUD_PROJECT: undefined })), 'GCLOUD_PROJECT')).toMatch(/is required.*FIRESTORE_EMULATOR_HOST/);
+    expect((await loadConfig(prodEnv({ GCLOUD_PROJECT: undefined, GOOGLE_CLOUD_PROJECT: 'other-project' }))).firestore.projectId).toBe('other-project');
+    expect(problemOf(await configError(prodEnv({ FIREBASE_PROJECT_ID: 'other-project' })), 'GCLOUD_PROJECT')).toMatch(/disagree.*GCLOUD_PROJECT=wafleet-prod, FIREBASE_PROJECT_ID=other-project/);
+    expect(problemOf(await configError(prodEnv({ GCLOUD_PROJECT: 'demo-wafleet' })), 'GCLOUD_PROJECT')).toMatch(/only in the emulator/);
+    expect(problemOf(await configError(prodEnv({ GCLOUD_PROJECT: 'Bad_Project' })), 'GCLOUD_PROJECT')).toMatch(/project id/);
+    const withEmulator = await loadConfig(prodEnv({ FIRESTORE_EMULATOR_HOST: '[::1]:8080', GCLOUD_PROJECT: 'demo-wafleet' }));
+    expect(withEmulator.firestore).toEqual({ projectId: 'demo-wafleet', emulatorHost: '[::1]:8080' });
+    expect(withEmulator.warnings.join('\n')).toMatch(/emulator/);
+  });
+
+  it('lease renewal must leave room for a retry before expiry', async () => {
+    expect(problemOf(await configError(prodEnv({ LEASE_TTL_MS: '8000' })), 'LEASE_RENEW_MS')).toMatch(/at most half of LEASE_TTL_MS \(8000\)/);
+    expect((await loadConfig(prodEnv({ LEASE_TTL_MS: '10000' }))).lease).toEqual({ ttlMs: 10_000, renewMs: 5_000 });
+  });
+
+  it('warns about misspelt variables, which would otherwise be silently ignored', async () => {
+    const config = await loadConfig(prodEnv({ CONNECT_CONCURENCY: '8', PATH: '/usr/bin' }));
+    expect(config.warnings).toEqual(['CONNECT_CONCURENCY is set but is not a reconciler variable; did you mean CONNECT_CONCURRENCY?']);
+  });
+
+  it('configSummary is safe to log: a key fingerprint, not the key', async () => {
+    const config = await loadConfig(prodEnv());
+    const text = JSON.stringify(configSummary(config));
+    expect(text).not.toContain(KEY.toString('base64'));
+    expect(text).not.toContain(KEY.toString('hex'));
+    expect(text).toMatch(/"keyFingerprint":"[0-9a-f]{8}"/);
+  });
+});

@@ -1,0 +1,119 @@
+/**
+ * End-to-end harness: the real Firestore emulator (an isolated project per test file), the
+ * simulator, and reconcilers configured exactly as in production through loadConfig().
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startSimulator, trustSimulatorRoot, type Simulator } from '@wafleet/wa-sim';
+import { getApps, initializeApp } from 'firebase-admin/app';
+import { getFirestore, Timestamp, type Firestore } from 'firebase-admin/firestore';
+import pino from 'pino';
+import { ReconcilerApp } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import type { SessionTimeouts } from '../../src/session/session-driver.ts';
+import { waitFor } from '../helpers.ts';
+
+export const TEST_TIMEOUTS: Partial<SessionTimeouts> = {
+  connectTimeoutMs: 5_000,
+  keepAliveIntervalMs: 2_000,
+  defaultQueryTimeoutMs: 5_000,
+  connectDeadlineMs: 4_000,
+  zombieAfterMs: 30_000,
+};
+
+export interface Harness {
+  sim: Simulator;
+  db: Firestore;
+  projectId: string;
+  startReconciler(opts?: { instanceId?: string; sessionsPath?: string; env?: Record<string, string>; timeouts?: Partial<SessionTimeouts> }): Promise<ReconcilerApp & { sessionsPath: string }>;
+  newSessionsDir(): Promise<string>;
+  createAccount(id: string, fields?: Record<string, unknown>): Promise<void>;
+  status(id: string): Promise<Record<string, unknown> | undefined>;
+  waitForPhase(id: string, phase: string | ((s: Record<string, unknown>) => boolean), timeoutMs?: number): Promise<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(name: string): Promise<Harness> {
+  const projectId = `demo-e2e-${name}-${process.pid}`.slice(0, 30).replace(/-$/, '');
+  const app = getApps().find((a) => a.name === projectId) ?? initializeApp({ projectId }, projectId);
+  const db = getFirestore(app);
+  const sim = await startSimulator({ controlPort: null });
+  const restoreTrust = trustSimulatorRoot(sim.rootPublicKey);
+  const dirs: string[] = [];
+  const apps: ReconcilerApp[] = [];
+  const log = pino({ level: process.env.WAFLEET_TEST_LOG ?? 'silent' });
+
+  const h: Harness = {
+    sim,
+    db,
+    projectId,
+    async newSessionsDir() {
+      const dir = await mkdtemp(path.join(tmpdir(), 'wafleet-e2e-'));
+      dirs.push(dir);
+      return dir;
+    },
+    async startReconciler(opts = {}) {
+      const sessionsPath = opts.sessionsPath ?? (await h.newSessionsDir());
+      const config = await loadConfig({
+        NODE_ENV: 'test',
+        FIRESTORE_EMULATOR_HOST: process.env.FIRESTORE_EMULATOR_HOST,
+        GCLOUD_PROJECT: projectId,
+        SESSIONS_PATH: sessionsPath,
+        INSTANCE_ID: opts.instanceId ?? 'rec-a',
+        HTTP_PORT: '0',
+        HTTP_HOST: '127.0.0.1',
+        WA_SOCKET_URL: sim.wsUrl,
+        WA_NOISE_ROOT_PUBKEY: sim.rootPublicKeyBase64,
+        LEASE_TTL_MS: '10000',
+        LEASE_RENEW_MS: '2000',
+        CONNECT_INTERVAL_MS: '50',
+        CONNECT_CONCURRENCY: '4',
+        SHUTDOWN_TIMEOUT_MS: '10000',
+        LOG_LEVEL: 'warn',
+        ...opts.env,
+      });
+      const rec = new ReconcilerApp({ config, log, timeouts: { ...TEST_TIMEOUTS, ...opts.timeouts }, backupDebounceMs: 200 });
+      apps.push(rec);
+      await rec.start();
+      return Object.assign(rec, { sessionsPath });
+    },
+    async createAccount(id, fields = {}) {
+      const now = Timestamp.now();
+      await db.doc(`accounts/${id}`).set({ displayName: id, desiredState: 'connected', createdAt: now, updatedAt: now, updatedBy: 'test', ...fields });
+    },
+    async status(id) {
+      return (await db.doc(`accountStatus/${id}`).get()).data();
+    },
+    async waitForPhase(id, phase, timeoutMs = 20_000) {
+      const match = typeof phase === 'string' ? (s: Record<string, unknown>) => s.phase === phase : phase;
+      let last: unknown;
+      try {
+        return await waitFor(
+          async () => {
+            const s = await h.status(id);
+            last = s;
+            return s && match(s) ? s : undefined;
+          },
+          { timeoutMs, intervalMs: 100, label: `${id} ${typeof phase === 'string' ? phase : 'condition'}` },
+        );
+      } catch (err) {
+        throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last)}`);
+      }
+    },
+    async close() {
+      await Promise.all(apps.map((a) => a.stop('test over')));
+      restoreTrust();
+      await sim.stop();
+      await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+  return h;
+}
+
+/** Reads the QR the reconciler published and has the phone scan it, as a person would. */
+export async function scanPublishedQr(h: Harness, accountId: string, phoneNumber: string, timeoutMs = 20_000): Promise<void> {
+  const qr = await waitFor(async () => (await h.db.doc(`accountQr/${accountId}`).get()).get('qr') as string | undefined, { timeoutMs, intervalMs: 100, label: `QR of ${accountId}` });
+  const phone = h.sim.phones().find((p) => p.number === phoneNumber) ?? h.sim.createPhone({ number: phoneNumber });
+  await phone.scanQr(qr);
+}

@@ -1,0 +1,35 @@
+/** Issue 4, done-when 1: a new account is linked by QR through Firestore and comes online. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
+import { waitFor } from '../helpers.ts';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness('link');
+});
+afterAll(() => h.close());
+
+describe('linking a new account', () => {
+  it('publishes a QR, connects after the scan, stores credentials on disk and an encrypted backup', async () => {
+    const rec = await h.startReconciler();
+    await h.createAccount('wa-01');
+    const awaiting = await h.waitForPhase('wa-01', 'awaitingScan');
+    expect(awaiting.reason).toBe('QrCodeReady');
+    const qrDoc = (await h.db.doc('accountQr/wa-01').get()).data()!;
+    expect(qrDoc).toMatchObject({ kind: 'qr', sequence: 1, pairingCode: null, owner: { instanceId: 'rec-a', epoch: 1 } });
+    expect(qrDoc.qrPng).toMatch(/^data:image\/png;base64,/);
+    expect(qrDoc.expiresAt.toMillis()).toBeGreaterThan(Date.now());
+
+    await scanPublishedQr(h, 'wa-01', '15550003001');
+    const connected = await h.waitForPhase('wa-01', 'connected');
+    expect(connected).toMatchObject({ reason: 'Connected', linkedPhoneMasked: '+1555•••••01', owner: { instanceId: 'rec-a', epoch: 1 }, reconnectAttempt: 0 });
+    // The code is gone as soon as the device is linked.
+    await waitFor(async () => !(await h.db.doc('accountQr/wa-01').get()).exists, { timeoutMs: 5_000 });
+    expect(existsSync(path.join(rec.sessionsPath, 'wa-01', 'creds.json'))).toBe(true);
+    const backup = await waitFor(async () => (await h.db.doc('sessionBackups/wa-01').get()).data(), { timeoutMs: 10_000 });
+    expect(backup).toMatchObject({ format: 'aes-256-gcm+gzip/v1', owner: { instanceId: 'rec-a' } });
+    expect(h.sim.totalConflicts()).toBe(0);
+  });
+});

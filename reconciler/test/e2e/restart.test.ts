@@ -1,0 +1,77 @@
+/**
+ * Issue 4, done-when 2: 30 linked accounts survive a graceful restart (SIGTERM) and a crash
+ * (kill -9) of the reconciler process: all connected again, no QR, no conflict.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers.ts';
+import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
+import { spawnReconciler, type ReconcilerProcess } from './process.ts';
+
+const N = 30;
+const ids = Array.from({ length: N }, (_, i) => `acc-${String(i + 1).padStart(2, '0')}`);
+let h: Harness;
+let sessionsPath: string;
+let running: ReconcilerProcess | null = null;
+
+beforeAll(async () => {
+  h = await startHarness('restart');
+  sessionsPath = await h.newSessionsDir();
+});
+afterAll(async () => {
+  running?.kill('SIGKILL');
+  await h.close();
+});
+
+async function allConnected(sinceMs: number): Promise<void> {
+  await waitFor(
+    async () => {
+      const snap = await h.db.collection('accountStatus').get();
+      const ok = snap.docs.filter((d) => d.get('phase') === 'connected' && (d.get('lastConnectedAt')?.toMillis() ?? 0) >= sinceMs);
+      return ok.length === N;
+    },
+    { timeoutMs: 90_000, intervalMs: 250, label: `${N} accounts connected` },
+  );
+}
+
+async function qrDocs(): Promise<number> {
+  return (await h.db.collection('accountQr').get()).size;
+}
+
+describe(`restarting with ${N} linked accounts`, () => {
+  it('links all accounts', async () => {
+    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
+    await Promise.all(ids.map((id) => h.createAccount(id)));
+    await Promise.all(ids.map((id, i) => scanPublishedQr(h, id, `1555000${String(4000 + i)}`, 60_000)));
+    await allConnected(0);
+    expect(await qrDocs()).toBe(0);
+  });
+
+  it('SIGTERM: exits 0 promptly, releases leases, and a restart reconnects all with no QR', async () => {
+    const started = Date.now();
+    running!.kill('SIGTERM');
+    const exit = await running!.exited;
+    expect(exit.code, running!.output().slice(-3000)).toBe(0);
+    expect(exit.at - started).toBeLessThan(15_000);
+    const leases = await h.db.collection('leases').get();
+    expect(leases.docs.every((d) => d.get('holder') === null)).toBe(true);
+
+    const restartAt = Date.now();
+    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
+    await allConnected(restartAt);
+    expect(await qrDocs()).toBe(0);
+    expect(h.sim.totalConflicts()).toBe(0);
+  });
+
+  it('kill -9: a restart on the same disk takes over at once and reconnects all with no QR', async () => {
+    running!.kill('SIGKILL');
+    await running!.exited;
+    const restartAt = Date.now();
+    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
+    await allConnected(restartAt);
+    expect(await qrDocs()).toBe(0);
+    expect(h.sim.totalConflicts()).toBe(0);
+    running.kill('SIGTERM');
+    expect((await running.exited).code).toBe(0);
+    running = null;
+  });
+});
