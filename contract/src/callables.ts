@@ -8,14 +8,19 @@ import { E164Schema, RecipientSchema } from './phone.ts';
 import { AccountIdSchema, DisplayNameSchema, DocIdSchema, LabelsSchema, MessageTextSchema } from './primitives.ts';
 import { RoleSchema, type Role } from './roles.ts';
 
-export const CreateAccountInput = z.strictObject({
-  accountId: AccountIdSchema,
-  displayName: DisplayNameSchema,
-  desiredState: DesiredStateSchema.default('connected'),
-  phoneNumber: E164Schema.optional(),
-  linkMethod: LinkMethodSchema.optional(),
-  labels: LabelsSchema.optional(),
-});
+export const CreateAccountInput = z
+  .strictObject({
+    accountId: AccountIdSchema,
+    displayName: DisplayNameSchema,
+    desiredState: DesiredStateSchema.default('connected'),
+    phoneNumber: E164Schema.optional(),
+    linkMethod: LinkMethodSchema.optional(),
+    labels: LabelsSchema.optional(),
+  })
+  .refine((v) => v.linkMethod !== 'pairingCode' || v.phoneNumber !== undefined, {
+    message: 'is required when linkMethod is "pairingCode"',
+    path: ['phoneNumber'],
+  });
 
 export const UpdateAccountInput = z
   .strictObject({

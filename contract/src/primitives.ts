@@ -6,7 +6,7 @@ export const AccountIdSchema = z
   .string()
   .regex(ACCOUNT_ID_RE, 'must match ^[a-z0-9][a-z0-9_-]{0,39}$ (lowercase letters, digits, "-" and "_", 1–40 chars)');
 
-/** Document ids of outbox messages and incidents: what a WhatsApp message id can be derived from. */
+/** Document ids of outbox messages: what a WhatsApp message id can be derived from. */
 export const DOC_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const DocIdSchema = z.string().regex(DOC_ID_RE, 'must be 1–64 letters, digits, "-" or "_"');
 

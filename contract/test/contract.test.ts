@@ -74,6 +74,13 @@ describe('callable inputs', () => {
     expect(r.success).toBe(false);
   });
 
+  it('requires a phone number for pairing-code linking on create', () => {
+    const r = CreateAccountInput.safeParse({ accountId: 'a', displayName: 'A', linkMethod: 'pairingCode' });
+    expect(r.success).toBe(false);
+    if (!r.success) expect(formatZodError(r.error)).toBe('phoneNumber: is required when linkMethod is "pairingCode"');
+    expect(CreateAccountInput.safeParse({ accountId: 'a', displayName: 'A', linkMethod: 'pairingCode', phoneNumber: '+14155550123' }).success).toBe(true);
+  });
+
   it('defaults desiredState to connected on create', () => {
     expect(CreateAccountInput.parse({ accountId: 'a', displayName: 'A' }).desiredState).toBe('connected');
   });

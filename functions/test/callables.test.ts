@@ -91,6 +91,7 @@ describe('createAccount', () => {
     [{ accountId: 'ok-1', displayName: 'x', labels: { '1bad': 'v' } }, 'labels.1bad'],
     [{ accountId: 'ok-1', displayName: 'x', desiredstate: 'connected' }, '(document)'],
     [{ displayName: 'x' }, 'accountId'],
+    [{ accountId: 'ok-1', displayName: 'x', linkMethod: 'pairingCode' }, 'phoneNumber'],
   ])('refuses %j with invalid-argument naming %s', async (input, field) => {
     const res = await call('createAccount', input, operator);
     await expectError(res, 'INVALID_ARGUMENT', field === '(document)' ? /desiredstate/ : new RegExp(`^${field.replace('.', '\\.')}:`));

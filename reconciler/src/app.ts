@@ -61,7 +61,8 @@ export class ReconcilerApp {
 
   constructor(private readonly opts: AppOptions) {
     const { config } = opts;
-    const app = getApps().find((a) => a.name === `reconciler-${config.instanceId}`) ?? initializeApp({ projectId: config.firestore.projectId }, `reconciler-${config.instanceId}`);
+    const name = `reconciler-${config.firestore.projectId}-${config.instanceId}`;
+    const app = getApps().find((a) => a.name === name) ?? initializeApp({ projectId: config.firestore.projectId }, name);
     this.db = getFirestore(app);
     this.metrics = createMetrics({
       phases: () => [...this.supervisors.values()].filter((s) => this.leases?.held(s.accountId)).map((s) => s.currentPhase),

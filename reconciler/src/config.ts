@@ -204,8 +204,11 @@ const EnvSchema = z.object({
   LOG_LEVEL: z
     .enum(LOG_LEVELS, { error: (issue) => `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(issue.input)}` })
     .default('info'),
-  LEASE_TTL_MS: intVar(15_000, 1_000, 600_000, 'milliseconds'),
-  LEASE_RENEW_MS: intVar(5_000, 100, 300_000, 'milliseconds'),
+  // One heartbeat write per LEASE_RENEW_MS keeps every lease alive (docs/reconciler-design.md):
+  // 40 s is 90 writes an hour for an idle fleet, and a Firestore outage of up to TTL − renew
+  // (80 s) passes without closing a single session.
+  LEASE_TTL_MS: intVar(120_000, 1_000, 600_000, 'milliseconds'),
+  LEASE_RENEW_MS: intVar(40_000, 100, 300_000, 'milliseconds'),
   SHUTDOWN_TIMEOUT_MS: intVar(20_000, 100, 600_000, 'milliseconds'),
 });
 type Env = z.infer<typeof EnvSchema>;
@@ -279,9 +282,10 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     }
   }
 
-  const ttl = e.LEASE_TTL_MS ?? 15_000;
-  const renew = e.LEASE_RENEW_MS ?? 5_000;
-  if (e.LEASE_TTL_MS !== undefined && e.LEASE_RENEW_MS !== undefined && renew * 2 > ttl) {
+  const ttl = e.LEASE_TTL_MS ?? 120_000;
+  // A TTL set alone brings its renewal along (a third of it), so shortening one is enough.
+  const renew = raw.LEASE_RENEW_MS === undefined && raw.LEASE_TTL_MS !== undefined ? Math.floor(ttl / 3) : (e.LEASE_RENEW_MS ?? 40_000);
+  if (renew * 2 > ttl) {
     issues.push({
       variable: 'LEASE_RENEW_MS',
       message: `(${renew}) must be at most half of LEASE_TTL_MS (${ttl}), so a failed renewal can be retried before the lease expires`,

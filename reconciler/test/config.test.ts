@@ -50,7 +50,7 @@ describe('loadConfig', () => {
       backup: { keySource: 'env' },
       waSimulator: null,
       logLevel: 'info',
-      lease: { ttlMs: 15_000, renewMs: 5_000 },
+      lease: { ttlMs: 120_000, renewMs: 40_000 },
       shutdownTimeoutMs: 20_000,
       warnings: [],
     });
@@ -193,8 +193,9 @@ describe('loadConfig', () => {
   });
 
   it('lease renewal must leave room for a retry before expiry', async () => {
-    expect(problemOf(await configError(prodEnv({ LEASE_TTL_MS: '8000' })), 'LEASE_RENEW_MS')).toMatch(/at most half of LEASE_TTL_MS \(8000\)/);
-    expect((await loadConfig(prodEnv({ LEASE_TTL_MS: '10000' }))).lease).toEqual({ ttlMs: 10_000, renewMs: 5_000 });
+    expect(problemOf(await configError(prodEnv({ LEASE_TTL_MS: '8000', LEASE_RENEW_MS: '5000' })), 'LEASE_RENEW_MS')).toMatch(/at most half of LEASE_TTL_MS \(8000\)/);
+    // A TTL set alone brings a renewal of a third of it.
+    expect((await loadConfig(prodEnv({ LEASE_TTL_MS: '9000' }))).lease).toEqual({ ttlMs: 9_000, renewMs: 3_000 });
   });
 
   it('warns about misspelt variables, which would otherwise be silently ignored', async () => {

@@ -123,3 +123,16 @@ describe('session driver', () => {
     expect(closed).toMatchObject({ cause: 'zombie', wasOpen: true });
   });
 });
+
+describe('session driver while linking', () => {
+  it('keeps a socket that shows a QR past the connect deadline, until the scan', async () => {
+    const phone = sim.createPhone({ number: '15550002003' });
+    // The first QR outlives the 500 ms connect deadline three times over; a second QR proves the
+    // socket was still there after it.
+    const { events } = await drive('drv-slow-scan', { connectDeadlineMs: 500, qrTimeoutMs: 1_500 });
+    await waitFor(() => events.qrs.length >= 2, { timeoutMs: 10_000, label: 'QR rotation' });
+    expect(events.closed).toEqual([]);
+    await phone.scanQr(events.qrs.at(-1)!);
+    expect(await waitFor(() => events.closed[0], { timeoutMs: 10_000 })).toMatchObject({ code: 515 });
+  });
+});

@@ -98,6 +98,13 @@ export class AccountSupervisor {
 
   async reconcile(spec: AccountSpec): Promise<ReconcileResult | void> {
     this.spec = spec;
+    const result = await this.pass(spec);
+    // Whatever the pass did, the status names the spec version it has now seen.
+    this.reportObserved();
+    return result;
+  }
+
+  private async pass(spec: AccountSpec): Promise<ReconcileResult | void> {
     if (!spec.exists) {
       // Removed without deleteAccount (e.g. from the console): stop, keep credentials, let go.
       await this.closeSession();
@@ -405,6 +412,14 @@ export class AccountSupervisor {
   }
 
   // ------------------------------------------------------------------ status
+
+  /** Re-reports the current status with the newest spec time (no write when nothing changed). */
+  private reportObserved(): void {
+    const cur = this.d.status.current(this.accountId);
+    if (!cur || !this.d.leases.held(this.accountId)) return;
+    const { since: _since, handled: _handled, ...rest } = cur;
+    this.report({ ...rest, observedSpecTime: this.spec?.updateTime ?? null });
+  }
 
   private report(r: Omit<StatusReport, 'observedSpecTime'> & { observedSpecTime?: Timestamp | null }): void {
     this.phase = r.phase;

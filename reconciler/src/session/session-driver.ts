@@ -14,7 +14,7 @@ export interface SessionTimeouts {
   connectTimeoutMs: number;
   keepAliveIntervalMs: number;
   defaultQueryTimeoutMs: number;
-  /** Ours: a socket not open by then is ended (covers the rejected-upgrade hang). */
+  /** Ours: a socket neither open nor showing a code by then is ended (covers the rejected-upgrade hang). */
   connectDeadlineMs: number;
   /** Ours: an open socket that received no frame for this long is ended. */
   zombieAfterMs: number;
@@ -135,6 +135,8 @@ export class SessionDriver {
 
   private onConnectionUpdate(u: Partial<ConnectionState>): void {
     if (u.qr) {
+      // The server answered and now waits for a person: the QR window's own expiry (408) applies.
+      this.clearConnectTimer();
       if (this.opts.pairingPhone) this.requestPairingCode();
       else this.opts.events.onQr(u.qr);
     }
