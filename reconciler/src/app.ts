@@ -117,6 +117,7 @@ export class ReconcilerApp {
       }),
       onFence: () => {
         for (const s of this.supervisors.values()) void s.fence();
+        leases.dropAll();
       },
       onRecover: () => {
         for (const id of this.supervisors.keys()) this.queue?.add(id);

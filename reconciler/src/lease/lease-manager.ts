@@ -63,6 +63,11 @@ export class LeaseManager {
     return [...this.grants.keys()].sort();
   }
 
+  /** Forgets every grant locally (after a fence): each must be proven again before use. */
+  dropAll(): void {
+    this.grants.clear();
+  }
+
   /** Forget a grant locally, e.g. after a StaleOwnerError showed someone else owns it. */
   drop(accountId: string): void {
     this.grants.delete(accountId);

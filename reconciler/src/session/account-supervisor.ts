@@ -71,6 +71,7 @@ export class AccountSupervisor {
   private attempt = 0;
   private nextRetryAt = 0;
   private pendingWipe = false;
+  private verifyOwnership = false;
   private lostOwnership = false;
   private readonly failures = new FailureWindow();
   private connectStartedAt = 0;
@@ -113,11 +114,17 @@ export class AccountSupervisor {
       this.d.status.forget(this.accountId);
       return;
     }
-    const lease = await this.d.leases.acquire(this.accountId);
-    if (!lease.acquired) {
-      // Someone else owns it; never touch the device. Look again when their lease could lapse.
-      await this.closeSession();
-      return { requeueAfterMs: Math.max(1_000, lease.retryAfterMs) };
+    // A lease we hold stays ours while our heartbeat lives (we fence ourselves before it could
+    // lapse), so routine passes need no Firestore round trip: a reconnect works during an
+    // outage. After a 440 the device may have another owner: that needs proof first.
+    if (!this.d.leases.held(this.accountId) || this.verifyOwnership) {
+      const lease = await this.d.leases.acquire(this.accountId);
+      if (!lease.acquired) {
+        // Someone else owns it; never touch the device. Look again when their lease could lapse.
+        await this.closeSession();
+        return { requeueAfterMs: Math.max(1_000, lease.retryAfterMs) };
+      }
+      this.verifyOwnership = false;
     }
     if (this.lostOwnership) {
       this.lostOwnership = false;
@@ -364,6 +371,7 @@ export class AccountSupervisor {
       void this.d.incidents.raise(this.accountId, decision.incident.fleetWide ? null : this.accountId, decision.incident.type, decision.incident.severity, decision.message);
     }
     if (decision.wipeCredentials) this.pendingWipe = true;
+    if (decision.verifyOwnership) this.verifyOwnership = true;
     if (decision.retry === 'never') {
       this.stop = decision.phase === 'banned' ? 'banned' : decision.phase === 'loggedOut' ? 'loggedOut' : 'needsLink';
       this.linkAllowed = false;
@@ -392,7 +400,7 @@ export class AccountSupervisor {
       reconnectAttempt: this.attempt,
       nextRetryAt: Timestamp.fromMillis(this.nextRetryAt),
     });
-    // The next pass re-acquires the lease first, which is the ownership check 440 needs.
+    // After a 440 the next pass re-acquires the lease first: the ownership check.
     this.d.requeue(delay);
   }
 

@@ -15,9 +15,9 @@ beforeAll(async () => {
   h = await startHarness('faults');
   await h.startReconciler();
   await Promise.all(accounts.map((id) => h.createAccount(id)));
-  await Promise.all(accounts.map((id) => scanPublishedQr(h, id, numberOf(id), 60_000)));
-  await Promise.all(accounts.map((id) => h.waitForPhase(id, 'connected', 60_000)));
-}, 180_000);
+  await Promise.all(accounts.map((id) => scanPublishedQr(h, id, numberOf(id), 120_000)));
+  await Promise.all(accounts.map((id) => h.waitForPhase(id, 'connected', 120_000)));
+}, 300_000);
 afterAll(() => h.close());
 
 const logins = (id: string) => h.sim.deviceStats().filter((d) => d.deviceJid.startsWith(`${numberOf(id)}:`)).reduce((n, d) => n + d.logins, 0);

@@ -85,7 +85,7 @@ export async function startHarness(name: string): Promise<Harness> {
     async status(id) {
       return (await db.doc(`accountStatus/${id}`).get()).data();
     },
-    async waitForPhase(id, phase, timeoutMs = 20_000) {
+    async waitForPhase(id, phase, timeoutMs = 45_000) {
       const match = typeof phase === 'string' ? (s: Record<string, unknown>) => s.phase === phase : phase;
       let last: unknown;
       try {
@@ -112,7 +112,7 @@ export async function startHarness(name: string): Promise<Harness> {
 }
 
 /** Reads the QR the reconciler published and has the phone scan it, as a person would. */
-export async function scanPublishedQr(h: Harness, accountId: string, phoneNumber: string, timeoutMs = 20_000): Promise<void> {
+export async function scanPublishedQr(h: Harness, accountId: string, phoneNumber: string, timeoutMs = 45_000): Promise<void> {
   const qr = await waitFor(async () => (await h.db.doc(`accountQr/${accountId}`).get()).get('qr') as string | undefined, { timeoutMs, intervalMs: 100, label: `QR of ${accountId}` });
   const phone = h.sim.phones().find((p) => p.number === phoneNumber) ?? h.sim.createPhone({ number: phoneNumber });
   await phone.scanQr(qr);

@@ -17,9 +17,9 @@ beforeAll(async () => {
   h = await startHarness('life');
   rec = await h.startReconciler();
   await Promise.all(['l-01', 'l-02', 'l-03'].map((id) => h.createAccount(id)));
-  await Promise.all(['l-01', 'l-02', 'l-03'].map((id, i) => scanPublishedQr(h, id, `1555000500${i}`)));
-  await Promise.all(['l-01', 'l-02', 'l-03'].map((id) => h.waitForPhase(id, 'connected')));
-});
+  await Promise.all(['l-01', 'l-02', 'l-03'].map((id, i) => scanPublishedQr(h, id, `1555000500${i}`, 90_000)));
+  await Promise.all(['l-01', 'l-02', 'l-03'].map((id) => h.waitForPhase(id, 'connected', 90_000)));
+}, 240_000);
 afterAll(() => h.close());
 
 const qrExists = async (id: string) => (await h.db.doc(`accountQr/${id}`).get()).exists;

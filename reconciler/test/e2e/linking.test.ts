@@ -31,5 +31,28 @@ describe('linking a new account', () => {
     const backup = await waitFor(async () => (await h.db.doc('sessionBackups/wa-01').get()).data(), { timeoutMs: 10_000 });
     expect(backup).toMatchObject({ format: 'aes-256-gcm+gzip/v1', owner: { instanceId: 'rec-a' } });
     expect(h.sim.totalConflicts()).toBe(0);
+
+    // Health, readiness and metrics, as a load balancer and Prometheus see them.
+    const base = `http://127.0.0.1:${rec.httpPort}`;
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ ready: true, checks: { booted: true, firestore: true, listener: true, storage: true } });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^wafleet_sessions\{phase="connected"\} 1$/m);
+    expect(metrics).toMatch(/^wafleet_leases_held 1$/m);
+    expect(metrics).toMatch(/^wafleet_connect_latency_seconds_count [1-9]/m);
+    expect(metrics).toMatch(/^wafleet_firestore_writes_total\{collection="accountStatus",result="ok"\} [1-9]/m);
+    expect(metrics).toMatch(/^wafleet_disconnects_total\{code="515",reason="RestartRequired"\} 1$/m);
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+
+    // The heartbeat says who runs what, and where.
+    const hb = (await h.db.doc('reconcilers/rec-a').get()).data()!;
+    expect(hb).toMatchObject({ instanceId: 'rec-a', version: '0.1.0', storagePath: rec.sessionsPath, stoppedAt: null });
+    expect(hb.storageFreeBytes).toBeGreaterThan(0);
+    expect(hb.uptimeSec).toBeGreaterThanOrEqual(0);
+    // Liveness of an idle fleet rides on the heartbeat: it lists the phase of every owned account.
+    await waitFor(async () => (await h.db.doc('reconcilers/rec-a').get()).get('accounts')?.['wa-01'] === 'connected', { timeoutMs: 10_000 });
+    expect((await h.db.doc('reconcilers/rec-a').get()).get('accountsOwned')).toBe(1);
   });
 });
