@@ -37,9 +37,24 @@ async function qrDocs(): Promise<number> {
   return (await h.db.collection('accountQr').get()).size;
 }
 
+/**
+ * A lease TTL of ten minutes: a takeover within the wait below can only come from the same-disk
+ * rule (host lock held), never from waiting out an expiry.
+ */
+const spawnVm1 = () => spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1', env: { LEASE_TTL_MS: '600000' } });
+
+/** Starts vm-1 again and expects every account back online from its disk: no QR, no conflict. */
+async function restartAndExpectAllConnected(): Promise<void> {
+  const restartAt = Date.now();
+  running = spawnVm1();
+  await allConnected(restartAt);
+  expect(await qrDocs()).toBe(0);
+  expect(h.sim.totalConflicts()).toBe(0);
+}
+
 describe(`restarting with ${N} linked accounts`, () => {
   it('links all accounts', async () => {
-    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
+    running = spawnVm1();
     await Promise.all(ids.map((id) => h.createAccount(id)));
     await Promise.all(ids.map((id, i) => scanPublishedQr(h, id, `1555000${String(4000 + i)}`, 180_000)));
     await allConnected(0);
@@ -54,22 +69,13 @@ describe(`restarting with ${N} linked accounts`, () => {
     expect(exit.at - started).toBeLessThan(15_000);
     const leases = await h.db.collection('leases').get();
     expect(leases.docs.every((d) => d.get('holder') === null)).toBe(true);
-
-    const restartAt = Date.now();
-    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
-    await allConnected(restartAt);
-    expect(await qrDocs()).toBe(0);
-    expect(h.sim.totalConflicts()).toBe(0);
+    await restartAndExpectAllConnected();
   }, 180_000);
 
   it('kill -9: a restart on the same disk takes over at once and reconnects all with no QR', async () => {
     running!.kill('SIGKILL');
     await running!.exited;
-    const restartAt = Date.now();
-    running = spawnReconciler({ projectId: h.projectId, sim: h.sim, sessionsPath, instanceId: 'vm-1' });
-    await allConnected(restartAt);
-    expect(await qrDocs()).toBe(0);
-    expect(h.sim.totalConflicts()).toBe(0);
+    await restartAndExpectAllConnected();
   }, 180_000);
 
   it('a phone removing one device logs out only that account; the other 29 stay connected', async () => {
