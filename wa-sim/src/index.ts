@@ -1,0 +1,18 @@
+export { startSimulator, Simulator, SimulatedUser } from './simulator.ts';
+export type { Contact, LinkedDeviceInfo, Phone, SimulatorOptions, UserInfo } from './simulator.ts';
+export { trustSimulatorRoot } from './trust.ts';
+export { issueCertChain, verifyCertChain } from './cert-chain.ts';
+export type { ServerNoiseIdentity } from './cert-chain.ts';
+export { FAULT_KINDS, STREAM_ERROR_CODES } from './faults.ts';
+export type { Fault, FaultKind, FaultSpec, InjectFaultInput, StreamErrorCode } from './faults.ts';
+export type { ConnectionEvent, ConnectionEventType, DeviceStats, GlobalStats } from './events.ts';
+export type { ReceiptDelays, ReceivedMessage, SentText, UserKind } from './world.ts';
+export { MAX_LINKED_DEVICES } from './world.ts';
+export { QR_PREFIX, parseQr } from './pairing.ts';
+export { SimConflictError, SimInputError, SimNotFoundError } from './errors.ts';
+export { waitFor } from './wait-for.ts';
+export type { WaitForOptions } from './wait-for.ts';
+export { memoryAuthState } from './testing/memory-auth.ts';
+export { connectClient, FAST_TIMEOUTS, silentLogger } from './testing/client.ts';
+export type { ClientOptions, SimClient, WASocket } from './testing/client.ts';
+export { linkWithQr, loginClient } from './testing/link.ts';
