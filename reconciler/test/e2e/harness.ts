@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startSimulator, trustSimulatorRoot, type Simulator } from '@wafleet/wa-sim';
+import { startSimulator, trustSimulatorRoot, type Simulator, type SimulatorOptions } from '@wafleet/wa-sim';
 import { getApps, initializeApp } from 'firebase-admin/app';
 import { getFirestore, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import pino from 'pino';
@@ -34,11 +34,11 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(name: string): Promise<Harness> {
+export async function startHarness(name: string, simOptions: SimulatorOptions = {}): Promise<Harness> {
   const projectId = `demo-e2e-${name}-${process.pid}`.slice(0, 30).replace(/-$/, '');
   const app = getApps().find((a) => a.name === projectId) ?? initializeApp({ projectId }, projectId);
   const db = getFirestore(app);
-  const sim = await startSimulator({ controlPort: null });
+  const sim = await startSimulator({ controlPort: null, ...simOptions });
   const restoreTrust = trustSimulatorRoot(sim.rootPublicKey);
   const dirs: string[] = [];
   const apps: ReconcilerApp[] = [];

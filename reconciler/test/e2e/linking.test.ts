@@ -1,6 +1,7 @@
 /** Issue 4, done-when 1: a new account is linked by QR through Firestore and comes online. */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { Timestamp } from 'firebase-admin/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
 import { waitFor } from '../helpers.ts';
@@ -54,5 +55,41 @@ describe('linking a new account', () => {
     // Liveness of an idle fleet rides on the heartbeat: it lists the phase of every owned account.
     await waitFor(async () => (await h.db.doc('reconcilers/rec-a').get()).get('accounts')?.['wa-01'] === 'connected', { timeoutMs: 10_000 });
     expect((await h.db.doc('reconcilers/rec-a').get()).get('accountsOwned')).toBe(1);
+  });
+});
+
+describe('link windows and pairing codes', () => {
+  let w: Harness;
+  beforeAll(async () => {
+    // One ref per registration and a 2 s QR: a link window ends unscanned within seconds.
+    w = await startHarness('window', { qrRefs: 1 });
+    await w.startReconciler({ timeouts: { qrTimeoutMs: 2_000 } });
+  });
+  afterAll(() => w.close());
+
+  it('an unscanned QR window ends in needsLink until a new QR is requested', async () => {
+    await w.createAccount('win-01');
+    await w.waitForPhase('win-01', 'awaitingScan');
+    const expired = await w.waitForPhase('win-01', 'needsLink');
+    expect(expired.reason).toBe('QrExpired');
+    await waitFor(async () => !(await w.db.doc('accountQr/win-01').get()).exists, { timeoutMs: 5_000, label: 'stale QR removed' });
+    // Nothing happens by itself; a new request opens a new window.
+    await w.db.doc('accounts/win-01').update({ qrRequestedAt: Timestamp.now(), updatedAt: Timestamp.now() });
+    await w.waitForPhase('win-01', 'awaitingScan');
+    await scanPublishedQr(w, 'win-01', '15550003101');
+    await w.waitForPhase('win-01', 'connected');
+  });
+
+  it('links with a pairing code when the account asks for one', async () => {
+    await w.createAccount('pair-01', { linkMethod: 'pairingCode', phoneNumber: '+15550003102' });
+    const phone = w.sim.createPhone({ number: '15550003102' });
+    const qr = await waitFor(async () => (await w.db.doc('accountQr/pair-01').get()).data(), { timeoutMs: 20_000, label: 'pairing code published' });
+    expect(qr).toMatchObject({ kind: 'pairingCode', qr: null, qrPng: null });
+    expect(qr.pairingCode).toMatch(/^[A-Z0-9]{8}$/);
+    expect((await w.status('pair-01'))!.reason).toBe('PairingCodeReady');
+    await phone.enterPairingCode(qr.pairingCode as string);
+    const s = await w.waitForPhase('pair-01', 'connected');
+    expect(s.linkedPhoneMasked).toBe('+1555•••••02');
+    expect(w.sim.totalConflicts()).toBe(0);
   });
 });
