@@ -4,6 +4,7 @@
  * firebase-functions and firebase-admin as dependencies.
  */
 import { build } from 'esbuild';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,6 +25,13 @@ export async function buildFunctions(): Promise<void> {
 }
 
 export async function buildReconciler(): Promise<void> {
+  // Registry packages stay in node_modules (Baileys and friends load files and WASM relative to
+  // their own package directories); workspace packages such as the contract are TypeScript
+  // sources no registry has, so they are bundled in.
+  const manifest = JSON.parse(await readFile(path.join(root, 'reconciler/package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+  const external = Object.keys(manifest.dependencies ?? {})
+    .filter((name) => !name.startsWith('@wafleet/'))
+    .flatMap((name) => [name, `${name}/*`]);
   await build({
     entryPoints: [path.join(root, 'reconciler/src/main.ts')],
     outfile: path.join(root, 'reconciler/dist/main.js'),
@@ -32,9 +40,7 @@ export async function buildReconciler(): Promise<void> {
     target: 'node20',
     format: 'esm',
     sourcemap: true,
-    // Runtime dependencies stay in node_modules: Baileys and friends load files and
-    // WASM relative to their own package directories.
-    packages: 'external',
+    external,
     logLevel: 'warning',
   });
 }

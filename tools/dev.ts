@@ -4,4 +4,5 @@
  */
 import { execWithEmulators } from './emulators.ts';
 
-process.exit(await execWithEmulators('node --import tsx tools/dev-stack.ts'));
+// Ctrl-C goes to the dev stack first: it stops the reconciler while Firestore is still up.
+process.exit(await execWithEmulators('node --import tsx tools/dev-stack.ts', { signalCommand: true }));

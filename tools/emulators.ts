@@ -9,7 +9,7 @@
  * the emulator as usual.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -68,6 +68,14 @@ export interface ExecOptions {
   only?: string[];
   /** Extra environment for firebase-tools and the command. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Deliver SIGINT/SIGTERM to the command instead of firebase-tools. firebase-tools stops the
+   * emulators at once on a signal and never passes it on, so a command that runs processes of its
+   * own (`npm run dev`: a reconciler that must release its leases) would lose Firestore under them.
+   * The command announces itself by writing its pid to $WAFLEET_EXEC_PIDFILE; until it has,
+   * signals go to firebase-tools. The emulators stop when the command exits.
+   */
+  signalCommand?: boolean;
 }
 
 /**
@@ -96,10 +104,19 @@ export async function execWithEmulators(command: string, opts: ExecOptions = {})
   env.WAFLEET_FUNCTIONS_URL = `http://127.0.0.1:${ports.emulators.functions.port}/${PROJECT_ID}/us-central1`;
   const bin = path.join(root, 'node_modules', '.bin', 'firebase');
   const args = ['emulators:exec', '--config', config, '--project', PROJECT_ID, '--only', only.join(','), command];
+  const pidFile = opts.signalCommand ? path.join(root, '.cache', `exec-${process.pid}.pid`) : null;
+  if (pidFile) {
+    await mkdir(path.dirname(pidFile), { recursive: true });
+    await rm(pidFile, { force: true });
+    env.WAFLEET_EXEC_PIDFILE = pidFile;
+  }
   // Its own process group: when firebase-tools dies on a startup error it can leave the Java
   // emulator behind, holding the port; we end the whole group when it exits.
   const child = spawn(bin, args, { cwd: root, env, stdio: 'inherit', detached: true });
-  const forward = (sig: NodeJS.Signals) => child.kill(sig);
+  const forward = (sig: NodeJS.Signals) => {
+    if (pidFile && signalPidFrom(pidFile, sig)) return;
+    child.kill(sig);
+  };
   process.on('SIGINT', forward);
   process.on('SIGTERM', forward);
   return new Promise((resolve, reject) => {
@@ -108,11 +125,29 @@ export async function execWithEmulators(command: string, opts: ExecOptions = {})
       process.off('SIGINT', forward);
       process.off('SIGTERM', forward);
       killGroup(child.pid);
+      if (pidFile) rmSync(pidFile, { force: true });
       const status = code ?? (signal ? 128 + 1 : 1);
       if (config === path.join(root, 'firebase.json')) resolve(status);
       else rm(config, { force: true }).then(() => resolve(status), reject);
     });
   });
+}
+
+/** Sends `sig` to the pid written in `file`; false when there is none (yet) or it is gone. */
+function signalPidFrom(file: string, sig: NodeJS.Signals): boolean {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(file, 'utf8').trim());
+  } catch {
+    return false;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function killGroup(pid: number | undefined): void {

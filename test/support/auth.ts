@@ -2,6 +2,7 @@ import type { Role } from '@wafleet/contract';
 import { getApps, initializeApp } from 'firebase-admin/app';
 import { getAuth } from 'firebase-admin/auth';
 import { randomUUID } from 'node:crypto';
+import { signIn } from '../../tools/callables-client.ts';
 import { emulatorHosts, FUNCTIONS_PROJECT } from './emulators.ts';
 
 export interface TestUser {
@@ -27,15 +28,6 @@ export async function signInAs(role: Role | string | null, label = 'user'): Prom
   return { uid: user.uid, email, idToken: await idTokenFor(email, password) };
 }
 
-export async function idTokenFor(email: string, password: string): Promise<string> {
-  const { auth } = emulatorHosts();
-  const res = await fetch(`http://${auth}/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=fake-api-key`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email, password, returnSecureToken: true }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const body = (await res.json()) as { idToken?: string; error?: unknown };
-  if (!res.ok || !body.idToken) throw new Error(`sign-in failed: ${JSON.stringify(body.error)}`);
-  return body.idToken;
+export function idTokenFor(email: string, password: string): Promise<string> {
+  return signIn(emulatorHosts().auth, email, password);
 }

@@ -364,7 +364,9 @@ export class AccountSupervisor {
     if (info.cause === 'requested') return;
     const decision = this.decide(info);
     this.d.metrics?.disconnect(info.code, decision.reason);
-    this.d.log.warn({ accountId: this.accountId, code: info.code, cause: info.cause, reason: decision.reason }, 'session closed');
+    // A 515 is WhatsApp's routine restart right after linking, not a problem.
+    const level = decision.retry === 'now' ? 'info' : 'warn';
+    this.d.log[level]({ accountId: this.accountId, code: info.code, cause: info.cause, reason: decision.reason }, 'session closed');
     const now = Date.now();
     const lastDisconnect = { code: info.code, reason: decision.reason, at: Timestamp.fromMillis(now) };
     if (decision.incident) {

@@ -210,7 +210,8 @@ export class SessionDriver {
   private forceEnd(cause: CloseCause, detail: string): void {
     if (this.stateNow === 'closed' || !this.sock) return;
     this.closeCause = cause;
-    this.opts.log.warn({ cause, detail }, 'ending session');
+    if (cause === 'requested') this.opts.log.info({ cause }, 'ending session');
+    else this.opts.log.warn({ cause, detail }, 'ending session');
     const sock = this.sock;
     void sock.end(new Boom(detail, { statusCode: 408 })).catch(() => undefined);
     const grace = setTimeout(() => {

@@ -1,0 +1,6 @@
+import type { BenchSuite } from './suite.ts';
+import { reconcilerBench } from './reconciler.bench.ts';
+import { simBench } from './sim.bench.ts';
+
+/** Every benchmark suite, in the order they run. Add new suites here. */
+export const suites: BenchSuite[] = [simBench, reconcilerBench];
