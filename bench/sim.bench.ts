@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { WorkerCommand, WorkerEvent } from '../wa-sim/bench/load-worker.ts';
 import { type Simulator, startSimulator, waitFor } from '../wa-sim/src/index.ts';
 import { type BenchSuite, type Figure, median, percentile } from './suite.ts';
+import { startCpuProfile } from '../wa-sim/bench/cpu-profile.ts';
 
 const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
 const SESSIONS = env('WA_SIM_BENCH_SESSIONS', 60);
@@ -116,23 +117,6 @@ function closeSummary(sim: Simulator): string {
   return [...counts].map(([k, n]) => `${n}x ${k}`).join('; ');
 }
 
-/** With WA_SIM_BENCH_PROFILE=<dir>, writes CPU profiles of the simulator during each capacity run. */
-async function profileSimulator(): Promise<((name: string) => Promise<void>) | undefined> {
-  const dir = process.env['WA_SIM_BENCH_PROFILE'];
-  if (!dir) return undefined;
-  const { Session } = await import('node:inspector/promises');
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  return async (name) => {
-    const { profile } = await session.post('Profiler.stop');
-    await mkdir(dir, { recursive: true });
-    await writeFile(path.join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
-    session.disconnect();
-  };
-}
 
 /** Linux PSI "some" avg60: the share of time runnable tasks waited for a CPU (other load on the host). */
 async function hostCpuPressure(): Promise<number | undefined> {
@@ -227,7 +211,7 @@ async function runSuite(sim: Simulator): Promise<Record<string, Figure>> {
       await all((k) => ({ cmd: 'prepare', perSession: MESSAGES_PER_SESSION, to, runId: `${run}w${k}` }), 'prepared', 600_000);
       const ackedBefore = sim.stats().messagesAcked;
       const lag = lagSampler();
-      const stopProfile = await profileSimulator();
+      const stopProfile = await startCpuProfile();
       const cpu = process.cpuUsage();
       const started = performance.now();
       const sent = await all(() => ({ cmd: 'blast', window: WINDOW, runId: String(run) }), 'sent', 300_000);

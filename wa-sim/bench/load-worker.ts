@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { type AuthenticationState, type BinaryNode, encodeSignedDeviceIdentity, encodeWAMessage, jidDecode, proto } from '@whiskeysockets/baileys';
 import { connectClient, memoryAuthState, type SimClient, trustSimulatorRoot } from '../src/index.ts';
+import { startCpuProfile } from './cpu-profile.ts';
 
 export type WorkerCommand =
   | { cmd: 'init'; wsUrl: string; rootKeyBase64: string }
@@ -118,7 +119,7 @@ async function handle(msg: WorkerCommand): Promise<void> {
       return;
     }
     case 'send': {
-      const profile = await startProfile();
+      const profile = await startCpuProfile();
       const cpu = process.cpuUsage();
       const started = performance.now();
       let sent = 0;
@@ -145,7 +146,7 @@ async function handle(msg: WorkerCommand): Promise<void> {
         }),
       );
       const used = process.cpuUsage(cpu);
-      await profile?.(msg.runId);
+      await profile?.(`send-${msg.runId}`);
       post({ evt: 'sent', ms: performance.now() - started, sent, errors, ...(firstError ? { firstError } : {}), cpuMs: (used.user + used.system) / 1000 });
       return;
     }
@@ -205,23 +206,6 @@ async function handle(msg: WorkerCommand): Promise<void> {
   }
 }
 
-/** With WA_SIM_BENCH_PROFILE=<dir>, writes a CPU profile of each send run there (to see where sender CPU goes). */
-async function startProfile(): Promise<((name: string) => Promise<void>) | undefined> {
-  const dir = process.env['WA_SIM_BENCH_PROFILE'];
-  if (!dir) return undefined;
-  const { Session } = await import('node:inspector/promises');
-  const { writeFile, mkdir } = await import('node:fs/promises');
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  return async (name) => {
-    const { profile } = await session.post('Profiler.stop');
-    await mkdir(dir, { recursive: true });
-    await writeFile(`${dir}/send-${name}.cpuprofile`, JSON.stringify(profile));
-    session.disconnect();
-  };
-}
 
 console.info = () => {};
 console.warn = () => {};
