@@ -157,18 +157,25 @@ function digest(device: LinkedDevice): BinaryNode {
     tag: 'digest',
     attrs: {},
     content: [
-      bytesNode('registration', encodeUint(device.registrationId, 4)),
-      bytesNode('type', KEY_TYPE),
-      bytesNode('identity', device.identityPublicKey),
-      {
-        tag: 'skey',
-        attrs: {},
-        content: [bytesNode('id', encodeUint(device.signedPreKey.keyId, 3)), bytesNode('value', device.signedPreKey.publicKey), bytesNode('signature', device.signedPreKey.signature)],
-      },
+      ...identityNodes(device.registrationId, device.identityPublicKey, device.signedPreKey),
       { tag: 'list', attrs: {}, content: ids.map((id) => bytesNode('id', encodeUint(id, 3))) },
       bytesNode('hash', hash.digest()),
     ],
   };
+}
+
+/** The identity part shared by a digest reply and a pre-key bundle: registration, key type, identity, signed pre-key. */
+function identityNodes(registrationId: number, identity: Uint8Array, skey: LinkedDevice['signedPreKey']): BinaryNode[] {
+  return [
+    bytesNode('registration', encodeUint(registrationId, 4)),
+    bytesNode('type', KEY_TYPE),
+    bytesNode('identity', identity),
+    {
+      tag: 'skey',
+      attrs: {},
+      content: [bytesNode('id', encodeUint(skey.keyId, 3)), bytesNode('value', skey.publicKey), bytesNode('signature', skey.signature)],
+    },
+  ];
 }
 
 /** One `<user>` of an `iq encrypt get <key>` reply, consuming a one-time pre-key as the server does. */
@@ -192,14 +199,7 @@ function bundleFor(core: SimCore, jid: string): BinaryNode {
     tag: 'user',
     attrs: { jid },
     content: [
-      bytesNode('registration', encodeUint(bundle.registrationId, 4)),
-      bytesNode('type', KEY_TYPE),
-      bytesNode('identity', bundle.identity),
-      {
-        tag: 'skey',
-        attrs: {},
-        content: [bytesNode('id', encodeUint(bundle.skey.keyId, 3)), bytesNode('value', bundle.skey.publicKey), bytesNode('signature', bundle.skey.signature)],
-      },
+      ...identityNodes(bundle.registrationId, bundle.identity, bundle.skey),
       ...(bundle.preKey
         ? [{ tag: 'key', attrs: {}, content: [bytesNode('id', encodeUint(bundle.preKey.keyId, 3)), bytesNode('value', bundle.preKey.publicKey)] }]
         : []),

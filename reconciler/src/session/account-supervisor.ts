@@ -17,7 +17,7 @@ import { CorruptAuthStateError, type AccountAuthState, type AuthStore } from '..
 import type { SessionBackupStore } from '../store/session-backup.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { decideOnDisconnect, FailureWindow, type DisconnectDecision } from './disconnect-policy.ts';
-import { SessionDriver, type SessionClosed, type SessionTimeouts } from './session-driver.ts';
+import { credsAreLinked, SessionDriver, type SessionClosed, type SessionTimeouts } from './session-driver.ts';
 
 /** What the accounts listener knows of the desired state. */
 export interface AccountSpec {
@@ -217,15 +217,14 @@ export class AccountSupervisor {
 
   private isLinked(): boolean {
     if (this.driver) return this.driver.linked;
-    const creds = this.auth?.state.creds;
-    return Boolean(creds && (creds.registered || creds.account || creds.me?.lid));
+    return this.auth ? credsAreLinked(this.auth.state.creds) : false;
   }
 
   // ------------------------------------------------------------------ connecting
 
   private async connect(doc: AccountDoc): Promise<void> {
     const auth = await this.openAuth();
-    const linked = Boolean(auth.state.creds.registered || auth.state.creds.account || auth.state.creds.me?.lid);
+    const linked = credsAreLinked(auth.state.creds);
     this.report({
       phase: this.attempt > 0 ? 'reconnecting' : 'connecting',
       reason: linked ? 'Connecting' : 'StartingLink',
@@ -284,7 +283,7 @@ export class AccountSupervisor {
 
   private async openAuth(): Promise<AccountAuthState> {
     if (this.auth && !this.auth.closed) return this.auth;
-    const { store, backups } = this.d;
+    const { store } = this.d;
     let restored = false;
     if (!(await store.exists(this.accountId))) restored = await this.restoreFromBackup('missing');
     try {
@@ -297,7 +296,6 @@ export class AccountSupervisor {
       this.auth = await store.open(this.accountId);
     }
     if (restored) this.d.log.info({ accountId: this.accountId }, 'credentials restored from the encrypted backup');
-    void backups;
     return this.auth;
   }
 

@@ -5,7 +5,7 @@
  * but receives nothing). It decides nothing about policy: the session supervisor does.
  */
 import { Boom } from '@hapi/boom';
-import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type ConnectionState, type WASocket } from '@whiskeysockets/baileys';
+import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { AccountAuthState } from '../store/auth-state.ts';
 
@@ -66,6 +66,11 @@ export interface SessionDriverOptions {
 
 type DriverState = 'idle' | 'connecting' | 'open' | 'closed';
 
+/** Whether credentials belong to a device that completed linking (a QR or code was accepted). */
+export function credsAreLinked(creds: AuthenticationCreds): boolean {
+  return Boolean(creds.registered || creds.account || creds.me?.lid);
+}
+
 export class SessionDriver {
   private sock: WASocket | null = null;
   private stateNow: DriverState = 'idle';
@@ -90,7 +95,7 @@ export class SessionDriver {
   }
 
   get linked(): boolean {
-    return Boolean(this.opts.auth.state.creds.registered || this.opts.auth.state.creds.me?.lid || this.opts.auth.state.creds.account);
+    return credsAreLinked(this.opts.auth.state.creds);
   }
 
   start(): void {
