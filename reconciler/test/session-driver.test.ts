@@ -46,7 +46,8 @@ afterAll(async () => {
 
 interface Recorder extends SessionEvents {
   qrs: string[];
-  opened: Array<{ meJid: string | null; isNewLogin: boolean }>;
+  opened: Array<{ meJid: string | null }>;
+  newLogins: number;
   closed: SessionClosed[];
 }
 
@@ -55,12 +56,14 @@ function recorder(): Recorder {
     qrs: [],
     opened: [],
     closed: [],
+    newLogins: 0,
     onConnecting: () => undefined,
     onQr: (qr) => r.qrs.push(qr),
     onPairingCode: () => undefined,
     onOpen: (info) => r.opened.push(info),
     onClosed: (info) => r.closed.push(info),
     onCredsSaved: () => undefined,
+    onNewLogin: () => void r.newLogins++,
   };
   return r;
 }
@@ -82,10 +85,13 @@ async function link(accountId: string, number: string) {
   await phone.scanQr(first.events.qrs[0]!);
   const restart = await waitFor(() => first.events.closed[0], { timeoutMs: 10_000 });
   expect(restart).toMatchObject({ code: 515, cause: 'server', linked: true });
+  // The link is announced by the socket that was scanned, once its new credentials are on disk.
+  await waitFor(() => first.events.newLogins === 1, { timeoutMs: 5_000, label: 'new login announced' });
   await first.driver.close();
   await store.closeAll();
   const second = await drive(accountId);
   await waitFor(() => second.events.opened[0], { timeoutMs: 10_000 });
+  expect(second.events.newLogins).toBe(0);
   return { phone, ...second };
 }
 

@@ -78,6 +78,10 @@ export class AccountSupervisor {
   private qrCount = 0;
   private backupTimer: NodeJS.Timeout | null = null;
   private backupRunning: Promise<void> | null = null;
+  /** Credentials changed since the last backup started. */
+  private backupDirty = false;
+  /** Linked since the last open: back up as soon as the session opens, not after the debounce. */
+  private newLogin = false;
   private stableTimer: NodeJS.Timeout | null = null;
   private phase: Phase = 'pending';
 
@@ -260,6 +264,10 @@ export class AccountSupervisor {
           this.onClosed(driver, info);
         },
         onCredsSaved: () => this.scheduleBackup(),
+        onNewLogin: () => {
+          this.newLogin = true;
+          this.scheduleBackup();
+        },
       },
     });
     this.driver = driver;
@@ -326,7 +334,7 @@ export class AccountSupervisor {
     this.report({ phase: 'awaitingScan', reason: 'PairingCodeReady', message: 'Enter the pairing code on the phone (Linked devices → Link with phone number).' });
   }
 
-  private onOpen(info: { meJid: string | null; isNewLogin: boolean }): void {
+  private onOpen(info: { meJid: string | null }): void {
     this.d.metrics?.connectLatency(Date.now() - this.connectStartedAt);
     this.linkAllowed = false;
     this.stop = null;
@@ -352,7 +360,10 @@ export class AccountSupervisor {
       }
     }, 10 * 60_000);
     this.stableTimer.unref();
-    if (info.isNewLogin) this.scheduleBackup(0);
+    if (this.newLogin) {
+      this.newLogin = false;
+      this.scheduleBackup(0);
+    }
   }
 
   private onClosed(driver: SessionDriver, info: SessionClosed): void {
@@ -441,33 +452,41 @@ export class AccountSupervisor {
   // ------------------------------------------------------------------ backups
 
   private scheduleBackup(delayMs = this.d.backupDebounceMs): void {
+    this.backupDirty = true;
     if (this.backupTimer) {
       if (delayMs > 0) return; // one is already scheduled; it will include this change
       clearTimeout(this.backupTimer);
     }
     this.backupTimer = setTimeout(() => {
       this.backupTimer = null;
-      void this.runBackup();
+      void this.flushBackup();
     }, delayMs);
     this.backupTimer.unref();
   }
 
-  private async runBackup(): Promise<void> {
-    if (this.backupRunning) {
-      await this.backupRunning;
-      return this.scheduleBackup();
-    }
-    this.backupRunning = (async () => {
+  /**
+   * Backs up until no change is left: a change that lands while a backup is being written is
+   * caught by the same run, so whoever awaits it (shutdown) knows the newest credentials are saved.
+   */
+  private flushBackup(): Promise<void> {
+    this.backupRunning ??= (async () => {
       try {
-        const blob = await this.d.store.snapshot(this.accountId);
-        await this.d.backups.save(this.accountId, blob);
-      } catch (err) {
-        this.d.log.warn({ accountId: this.accountId, err: String(err) }, 'session backup failed; will retry');
-        this.scheduleBackup(30_000);
+        while (this.backupDirty) {
+          this.backupDirty = false;
+          try {
+            const blob = await this.d.store.snapshot(this.accountId);
+            await this.d.backups.save(this.accountId, blob);
+          } catch (err) {
+            this.d.log.warn({ accountId: this.accountId, err: String(err) }, 'session backup failed; will retry');
+            this.scheduleBackup(30_000);
+            return;
+          }
+        }
+      } finally {
+        this.backupRunning = null;
       }
     })();
-    await this.backupRunning;
-    this.backupRunning = null;
+    return this.backupRunning;
   }
 
   // ------------------------------------------------------------------ teardown
@@ -475,6 +494,8 @@ export class AccountSupervisor {
   private async wipeCredentials(): Promise<void> {
     if (this.backupTimer) clearTimeout(this.backupTimer);
     this.backupTimer = null;
+    this.backupDirty = false;
+    this.newLogin = false;
     await this.backupRunning;
     await this.closeAuth(false);
     await this.d.store.wipe(this.accountId);
@@ -528,12 +549,9 @@ export class AccountSupervisor {
   /** Graceful shutdown: close the socket, flush credentials, take a last backup (bounded by the caller). */
   async shutdown(): Promise<void> {
     await this.closeSession();
-    if (this.backupTimer) {
-      clearTimeout(this.backupTimer);
-      this.backupTimer = null;
-      await this.runBackup();
-    }
-    await this.backupRunning;
+    if (this.backupTimer) clearTimeout(this.backupTimer);
+    this.backupTimer = null;
+    if (this.backupDirty || this.backupRunning) await this.flushBackup();
     await this.closeAuth();
   }
 }

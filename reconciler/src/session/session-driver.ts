@@ -46,9 +46,11 @@ export interface SessionEvents {
   onConnecting(): void;
   onQr(qr: string): void;
   onPairingCode(code: string): void;
-  onOpen(info: { meJid: string | null; isNewLogin: boolean }): void;
+  onOpen(info: { meJid: string | null }): void;
   onClosed(info: SessionClosed): void;
   onCredsSaved(): void;
+  /** A QR scan or pairing code just linked the device; its credentials are on disk. */
+  onNewLogin(): void;
 }
 
 export interface SessionDriverOptions {
@@ -76,6 +78,7 @@ export class SessionDriver {
   private stateNow: DriverState = 'idle';
   private wasOpen = false;
   private lastFrameAt = 0;
+  private credsSaved: Promise<void> = Promise.resolve();
   private closeCause: CloseCause = 'server';
   private connectTimer: NodeJS.Timeout | null = null;
   private zombieTimer: NodeJS.Timeout | null = null;
@@ -126,7 +129,7 @@ export class SessionDriver {
       this.lastFrameAt = Date.now();
     });
     sock.ev.on('creds.update', () => {
-      auth.saveCreds().then(
+      this.credsSaved = auth.saveCreds().then(
         () => this.opts.events.onCredsSaved(),
         (err: unknown) => this.opts.log.error({ err: String(err) }, 'saving credentials failed'),
       );
@@ -150,8 +153,11 @@ export class SessionDriver {
       this.stateNow = 'open';
       this.wasOpen = true;
       this.armZombieWatch();
-      this.opts.events.onOpen({ meJid: this.opts.auth.state.creds.me?.id ?? null, isNewLogin: Boolean(u.isNewLogin) });
+      this.opts.events.onOpen({ meJid: this.opts.auth.state.creds.me?.id ?? null });
     }
+    // Baileys announces a new login on its own (pair-success, right after the creds.update that
+    // carries the new identity), never together with `open`.
+    if (u.isNewLogin) void this.credsSaved.then(() => this.opts.events.onNewLogin());
     if (u.connection === 'close') this.onClose(u.lastDisconnect?.error);
   }
 
