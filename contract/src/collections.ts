@@ -9,6 +9,12 @@ export const Collections = {
   leases: 'leases',
   sessionBackups: 'sessionBackups',
   auditLog: 'auditLog',
+  threads: 'threads',
+} as const;
+
+/** Subcollections that are part of the API: `threads/{threadId}/messages/{messageId}`. */
+export const Subcollections = {
+  threadMessages: 'messages',
 } as const;
 
 export type CollectionName = (typeof Collections)[keyof typeof Collections];

@@ -138,8 +138,66 @@ export const OutboxDocSchema = z.object({
   error: OutboxErrorSchema.nullish(),
   cancelledAt: TimestampSchema.nullish(),
   cancelledBy: z.string().max(128).nullish(),
+  /** When the message was marked failed (reconciler). */
+  failedAt: TimestampSchema.nullish(),
 });
 export type OutboxDoc = z.infer<typeof OutboxDocSchema>;
+
+/** Where a message is in the outbox status machine: later statuses never go back to earlier ones. */
+export const OUTBOX_PROGRESS: Readonly<Record<OutboxStatus, number>> = {
+  queued: 0,
+  sending: 1,
+  sent: 2,
+  delivered: 3,
+  read: 4,
+  failed: 5,
+  cancelled: 5,
+};
+
+// ---------- threads/{threadId} and threads/{threadId}/messages/{messageId}: inbound messages ----------
+
+/** A chat JID as WhatsApp names it: a user, a LID or a group. Stored as received, without a device part. */
+export const ChatJidSchema = z.string().min(3).max(128).regex(/^[^/\s]+@[a-z.]+$/, 'must be a WhatsApp JID');
+
+/** `threads/{accountId}__{chatJid}`: one per account and chat. JIDs never contain "__", so the last "__" splits it. */
+export function threadId(accountId: string, chatJid: string): string {
+  return `${accountId}__${chatJid}`;
+}
+
+export const MESSAGE_DIRECTIONS = ['inbound'] as const;
+
+export const ThreadDocSchema = z.object({
+  accountId: AccountIdSchema,
+  chatJid: ChatJidSchema,
+  /** The newest message's WhatsApp time (never moves backwards when an older message arrives late). */
+  lastMessageAt: TimestampSchema,
+  lastMessageId: z.string().min(1).max(128),
+  updatedAt: TimestampSchema,
+  /** When the thread may be deleted by the TTL policy; null keeps it. Follows the newest message. */
+  expireAt: TimestampSchema.nullable(),
+});
+export type ThreadDoc = z.infer<typeof ThreadDocSchema>;
+
+export const ThreadMessageDocSchema = z.object({
+  accountId: AccountIdSchema,
+  chatJid: ChatJidSchema,
+  /** WhatsApp's message id (the document id, unless it had to be hashed). */
+  waMessageId: z.string().min(1).max(256),
+  direction: z.enum(MESSAGE_DIRECTIONS),
+  /** Who sent it: the chat's JID for one-to-one chats, the participant's in groups. */
+  from: ChatJidSchema,
+  /** The sender's WhatsApp display name, as their phone sent it (may be absent). */
+  fromName: z.string().max(256).nullable(),
+  /** Text of a text message (WhatsApp allows up to 65,536 characters). */
+  text: z.string().max(65_536),
+  /** WhatsApp's timestamp: when the sender sent it. */
+  sentAt: TimestampSchema,
+  /** When the reconciler stored it. */
+  receivedAt: TimestampSchema,
+  /** When the TTL policy may delete it (INBOUND_RETENTION_DAYS); null keeps it. */
+  expireAt: TimestampSchema.nullable(),
+});
+export type ThreadMessageDoc = z.infer<typeof ThreadMessageDocSchema>;
 
 // ---------- incidents/{incidentId} ----------
 

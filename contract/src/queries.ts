@@ -33,6 +33,23 @@ export const QUERIES = {
     orderBy: [{ field: 'createdAt', direction: 'desc' }],
     usedBy: 'mobile apps (docs/data-model.md)',
   },
+  /** Reconciler: every message still to send (or whose send is unresolved), fleet-wide. */
+  pendingOutbox: {
+    collection: Collections.outbox,
+    where: [{ field: 'status', op: 'in' }],
+    orderBy: [],
+    usedBy: 'reconciler (outbox processor)',
+  },
+  /** Reconciler: the message a receipt is about, after a restart forgot which one it was. */
+  outboxByProviderId: {
+    collection: Collections.outbox,
+    where: [
+      { field: 'accountId', op: '==' },
+      { field: 'providerMessageId', op: '==' },
+    ],
+    orderBy: [],
+    usedBy: 'reconciler (receipts)',
+  },
 } as const satisfies Record<string, QuerySpec>;
 
 export type QueryName = keyof typeof QUERIES;

@@ -15,11 +15,13 @@ import { Heartbeat } from './lease/heartbeat.ts';
 import { acquireHostLock, type HostLock } from './lease/host-lock.ts';
 import { LeaseManager, type Identity } from './lease/lease-manager.ts';
 import { baileysLogger } from './log.ts';
+import { InboundWriter } from './inbound/inbound-writer.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
+import { OutboxProcessor } from './outbox/outbox-processor.ts';
 import { ConnectGovernor } from './queue/connect-governor.ts';
 import { connectGovernorMetrics, workQueueMetrics } from './queue/metrics.ts';
 import { WorkQueue } from './queue/work-queue.ts';
-import { AccountSupervisor } from './session/account-supervisor.ts';
+import { AccountSupervisor, type SessionMessaging } from './session/account-supervisor.ts';
 import { DEFAULT_TIMEOUTS, type SessionTimeouts } from './session/session-driver.ts';
 import { CoalescingWriter } from './status/coalescing-writer.ts';
 import { IncidentWriter } from './status/incident-writer.ts';
@@ -56,6 +58,8 @@ export class ReconcilerApp {
   private leases: LeaseManager | null = null;
   private writer: CoalescingWriter | null = null;
   private incidents: IncidentWriter | null = null;
+  private outbox: OutboxProcessor | null = null;
+  private inbound: InboundWriter | null = null;
   readonly metrics: Metrics;
   readonly db: Firestore;
 
@@ -145,6 +149,26 @@ export class ReconcilerApp {
     this.governor = new ConnectGovernor({ concurrency: config.connect.concurrency, intervalMs: config.connect.intervalMs, hooks: connectGovernorMetrics(this.metrics.registry) });
     const queue = (this.queue = new WorkQueue<string>({ hooks: workQueueMetrics(this.metrics.registry, 'accounts') }));
     const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
+    const outbox = (this.outbox = new OutboxProcessor({
+      db: this.db,
+      leases,
+      log,
+      metrics: this.metrics,
+      incidents: this.incidents,
+      config: config.outbox,
+      phaseOf: (id) => this.supervisors.get(id)?.currentPhase ?? 'pending',
+    }));
+    const inbound = (this.inbound = new InboundWriter(this.db, log.child({ component: 'inbound' }), this.metrics.inbound, config.inboundRetentionDays));
+    const messaging: SessionMessaging = {
+      attach: (id, sock) => {
+        outbox.attach(id, sock);
+        inbound.attach(id, sock);
+      },
+      opened: (id, sock) => outbox.opened(id, sock),
+      closed: (id) => outbox.closed(id),
+      banned: (id) => outbox.banned(id),
+      deleted: (id) => outbox.deleted(id),
+    };
 
     const supervisorFor = (accountId: string): AccountSupervisor => {
       let s = this.supervisors.get(accountId);
@@ -165,6 +189,7 @@ export class ReconcilerApp {
           requeue: (delayMs) => (delayMs ? queue.addAfter(accountId, delayMs) : queue.add(accountId)),
           backupDebounceMs: this.opts.backupDebounceMs ?? 3_000,
           metrics: this.metrics,
+          messaging,
         });
         this.supervisors.set(accountId, s);
       }
@@ -181,6 +206,7 @@ export class ReconcilerApp {
       },
       { concurrency: 8 },
     );
+    outbox.start();
     // Deterministic restore order (account id); the governor paces the logins.
     const ids = await this.watcher.start();
     log.info({ accounts: ids.length, instanceId: config.instanceId }, 'reconciler started');
@@ -223,9 +249,12 @@ export class ReconcilerApp {
     this.watcher?.stop();
     this.governor?.cancelAll(new Error('shutting down'));
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
+    // The message in flight settles (acked, or back to queued) before its socket closes.
+    if (this.outbox) await step('outbox', this.outbox.stop(), 0.3);
     await step('sessions', Promise.all([...this.supervisors.values()].map((s) => s.shutdown())), 0.4);
     if (this.writer) await step('status writes', this.writer.drain(left() / 3), 0.35);
     if (this.incidents) await step('incident writes', this.incidents.drain(left() / 4), 0.3);
+    if (this.inbound) await step('inbound writes', this.inbound.drain(left() / 4), 0.3);
     if (this.leases) await step('lease release', this.leases.release(), 0.5);
     if (this.heartbeat) await step('final heartbeat', this.heartbeat.stop({ markStopped: true, timeoutMs: Math.min(5_000, left()) }), 0.8);
     if (this.store) await step('credentials', this.store.closeAll(), 0.8);

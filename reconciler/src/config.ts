@@ -56,6 +56,20 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly lease: { readonly ttlMs: number; readonly renewMs: number };
   readonly shutdownTimeoutMs: number;
+  readonly outbox: {
+    /** Sends per account per minute, spaced evenly; 0 turns per-account pacing off. */
+    readonly perAccountPerMinute: number;
+    /** Sends per second across the fleet; 0 turns the fleet cap off. */
+    readonly fleetPerSecond: number;
+    /** Attempts before a message that keeps failing in a retryable way is marked failed. */
+    readonly maxAttempts: number;
+    /** How long to wait for WhatsApp's ack of a sent message before the attempt counts as failed. */
+    readonly ackTimeoutMs: number;
+    /** A queued message older than this opens an OutboxStuck incident for its account. */
+    readonly stuckAfterMs: number;
+  };
+  /** Days an inbound message is kept before the TTL policy may delete it; 0 keeps it forever. */
+  readonly inboundRetentionDays: number;
   /** Problems that do not stop the start but must be logged loudly (main logs them at warn). */
   readonly warnings: readonly string[];
 }
@@ -103,6 +117,12 @@ export const CONFIG_VARIABLES = [
   'LEASE_TTL_MS',
   'LEASE_RENEW_MS',
   'SHUTDOWN_TIMEOUT_MS',
+  'OUTBOX_RATE_PER_MINUTE',
+  'OUTBOX_FLEET_RATE_PER_SECOND',
+  'OUTBOX_MAX_ATTEMPTS',
+  'OUTBOX_ACK_TIMEOUT_MS',
+  'OUTBOX_STUCK_AFTER_MS',
+  'INBOUND_RETENTION_DAYS',
 ] as const;
 type Variable = (typeof CONFIG_VARIABLES)[number];
 
@@ -210,6 +230,14 @@ const EnvSchema = z.object({
   LEASE_TTL_MS: intVar(120_000, 1_000, 600_000, 'milliseconds'),
   LEASE_RENEW_MS: intVar(40_000, 100, 300_000, 'milliseconds'),
   SHUTDOWN_TIMEOUT_MS: intVar(20_000, 100, 600_000, 'milliseconds'),
+  // Anti-ban pacing: a new or quiet number sending faster than a person types is what WhatsApp
+  // flags. 20 a minute per account (one every 3 s) and 10 a second for the fleet are conservative.
+  OUTBOX_RATE_PER_MINUTE: intVar(20, 0, 6_000, 'messages per minute per account; 0 = unpaced'),
+  OUTBOX_FLEET_RATE_PER_SECOND: intVar(10, 0, 10_000, 'messages per second for the fleet; 0 = no cap'),
+  OUTBOX_MAX_ATTEMPTS: intVar(5, 1, 100, 'attempts'),
+  OUTBOX_ACK_TIMEOUT_MS: intVar(15_000, 100, 600_000, 'milliseconds'),
+  OUTBOX_STUCK_AFTER_MS: intVar(600_000, 1_000, 86_400_000, 'milliseconds'),
+  INBOUND_RETENTION_DAYS: intVar(90, 0, 3_650, 'days; 0 = keep forever'),
 });
 type Env = z.infer<typeof EnvSchema>;
 
@@ -323,6 +351,14 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     logLevel: data.LOG_LEVEL,
     lease: { ttlMs: ttl, renewMs: renew },
     shutdownTimeoutMs: data.SHUTDOWN_TIMEOUT_MS,
+    outbox: {
+      perAccountPerMinute: data.OUTBOX_RATE_PER_MINUTE,
+      fleetPerSecond: data.OUTBOX_FLEET_RATE_PER_SECOND,
+      maxAttempts: data.OUTBOX_MAX_ATTEMPTS,
+      ackTimeoutMs: data.OUTBOX_ACK_TIMEOUT_MS,
+      stuckAfterMs: data.OUTBOX_STUCK_AFTER_MS,
+    },
+    inboundRetentionDays: data.INBOUND_RETENTION_DAYS,
     warnings,
   };
   return deepFreeze(config);
@@ -346,6 +382,8 @@ export function configSummary(config: Config): Record<string, unknown> {
     logLevel: config.logLevel,
     lease: config.lease,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    outbox: config.outbox,
+    inboundRetentionDays: config.inboundRetentionDays,
   };
 }
 

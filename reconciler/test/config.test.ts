@@ -72,6 +72,12 @@ describe('loadConfig', () => {
         LEASE_TTL_MS: '20000',
         LEASE_RENEW_MS: '10000',
         SHUTDOWN_TIMEOUT_MS: '5000',
+        OUTBOX_RATE_PER_MINUTE: '0',
+        OUTBOX_FLEET_RATE_PER_SECOND: '50',
+        OUTBOX_MAX_ATTEMPTS: '3',
+        OUTBOX_ACK_TIMEOUT_MS: '2000',
+        OUTBOX_STUCK_AFTER_MS: '60000',
+        INBOUND_RETENTION_DAYS: '0',
         FIRESTORE_EMULATOR_HOST: '',
       }),
     );
@@ -83,6 +89,8 @@ describe('loadConfig', () => {
       logLevel: 'debug',
       lease: { ttlMs: 20_000, renewMs: 10_000 },
       shutdownTimeoutMs: 5_000,
+      outbox: { perAccountPerMinute: 0, fleetPerSecond: 50, maxAttempts: 3, ackTimeoutMs: 2_000, stuckAfterMs: 60_000 },
+      inboundRetentionDays: 0,
       firestore: { emulatorHost: null },
     });
   });
@@ -110,6 +118,7 @@ describe('loadConfig', () => {
       LOG_LEVEL: 'loud',
       LEASE_TTL_MS: '10',
       SHUTDOWN_TIMEOUT_MS: 'soon',
+      OUTBOX_MAX_ATTEMPTS: '0',
       BACKUP_KEY: secret,
       FIRESTORE_EMULATOR_HOST: 'localhost',
     });
@@ -126,6 +135,7 @@ describe('loadConfig', () => {
         'LEASE_TTL_MS',
         'LOG_LEVEL',
         'MAX_ACCOUNTS',
+        'OUTBOX_MAX_ATTEMPTS',
         'SESSIONS_PATH',
         'SHUTDOWN_TIMEOUT_MS',
       ].sort(),

@@ -6,6 +6,7 @@
  */
 import { Collections, maskPhone, type AccountDoc, type Phase } from '@wafleet/contract';
 import { Timestamp, type Firestore } from 'firebase-admin/firestore';
+import type { WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { LeaseManager } from '../lease/lease-manager.ts';
 import { ConnectPriority, type ConnectGovernor } from '../queue/connect-governor.ts';
@@ -44,6 +45,8 @@ export interface SupervisorDeps {
   /** Ask for another reconcile pass of this account, now or after a delay. */
   requeue: (delayMs?: number) => void;
   backupDebounceMs: number;
+  /** The outbox and inbound messages ride on the session (absent in tests of the session alone). */
+  messaging?: SessionMessaging;
   metrics?: SupervisorMetrics;
 }
 
@@ -57,6 +60,14 @@ type Stop = 'needsLink' | 'loggedOut' | 'banned';
 
 const FLAPPING = 'FlappingConnection';
 const INCIDENTS_CLEARED_BY_CONNECTING = ['LoggedOut', 'Banned', 'NeedsRelink', 'ConnectionReplaced'];
+
+export interface SessionMessaging {
+  attach(accountId: string, sock: WASocket): void;
+  opened(accountId: string, sock: WASocket): void;
+  closed(accountId: string): void;
+  banned(accountId: string): Promise<void>;
+  deleted(accountId: string): Promise<void>;
+}
 
 export class AccountSupervisor {
   private driver: SessionDriver | null = null;
@@ -264,6 +275,7 @@ export class AccountSupervisor {
           this.onClosed(driver, info);
         },
         onCredsSaved: () => this.scheduleBackup(),
+        onSocket: (sock) => this.d.messaging?.attach(this.accountId, sock),
         onNewLogin: () => {
           this.newLogin = true;
           this.scheduleBackup();
@@ -351,6 +363,8 @@ export class AccountSupervisor {
       nextRetryAt: null,
     });
     for (const type of INCIDENTS_CLEARED_BY_CONNECTING) void this.d.incidents.resolve(this.accountId, this.accountId, type);
+    const sock = this.driver?.socket;
+    if (sock) this.d.messaging?.opened(this.accountId, sock);
     // The circuit breaker closes after a stable period, not at the first success.
     if (this.stableTimer) clearTimeout(this.stableTimer);
     this.stableTimer = setTimeout(() => {
@@ -369,6 +383,7 @@ export class AccountSupervisor {
   private onClosed(driver: SessionDriver, info: SessionClosed): void {
     if (this.driver !== driver) return;
     this.driver = null;
+    this.d.messaging?.closed(this.accountId);
     if (this.stableTimer) clearTimeout(this.stableTimer);
     if (info.cause === 'requested') return;
     const decision = this.decide(info);
@@ -387,6 +402,7 @@ export class AccountSupervisor {
       this.stop = decision.phase === 'banned' ? 'banned' : decision.phase === 'loggedOut' ? 'loggedOut' : 'needsLink';
       this.linkAllowed = false;
       if (this.stop !== 'banned') void this.d.qr.clear(this.accountId);
+      else void this.d.messaging?.banned(this.accountId);
       this.report({ phase: decision.phase, reason: decision.reason, message: decision.message, lastDisconnect, reconnectAttempt: 0, nextRetryAt: null });
       this.d.requeue();
       return;
@@ -508,6 +524,7 @@ export class AccountSupervisor {
     await this.closeSession();
     await this.wipeCredentials();
     await Promise.all([this.d.qr.clear(this.accountId), this.d.status.remove(this.accountId)]);
+    await this.d.messaging?.deleted(this.accountId);
     for (const type of [...INCIDENTS_CLEARED_BY_CONNECTING, FLAPPING]) void this.d.incidents.resolve(this.accountId, this.accountId, type);
     await this.d.leases.fenced(this.accountId, (tx) => {
       tx.delete(this.d.db.collection(Collections.accounts).doc(this.accountId));
@@ -519,6 +536,7 @@ export class AccountSupervisor {
   async closeSession(timeoutMs = 5_000): Promise<void> {
     const driver = this.driver;
     this.driver = null;
+    this.d.messaging?.closed(this.accountId);
     this.d.governor.cancel(this.accountId);
     if (this.stableTimer) clearTimeout(this.stableTimer);
     if (driver) await driver.close(timeoutMs);

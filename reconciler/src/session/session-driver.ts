@@ -51,6 +51,8 @@ export interface SessionEvents {
   onCredsSaved(): void;
   /** A QR scan or pairing code just linked the device; its credentials are on disk. */
   onNewLogin(): void;
+  /** A socket was created: listeners for messages and receipts go on before any frame arrives. */
+  onSocket?(sock: WASocket): void;
 }
 
 export interface SessionDriverOptions {
@@ -124,6 +126,7 @@ export class SessionDriver {
       ...(this.opts.socketUrl ? { waWebSocketUrl: this.opts.socketUrl } : {}),
     });
     this.sock = sock;
+    this.opts.events.onSocket?.(sock);
     this.lastFrameAt = Date.now();
     sock.ws.on('frame', () => {
       this.lastFrameAt = Date.now();

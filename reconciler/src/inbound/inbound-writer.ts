@@ -1,0 +1,161 @@
+/**
+ * Inbound text messages into `threads/{accountId}__{chatJid}/messages/{messageId}`: exactly one
+ * document per WhatsApp message id, however often WhatsApp redelivers it or the session
+ * reconnects. Each message is written in a transaction that creates it only if absent and moves
+ * the thread's `lastMessageAt` forward only; writes are serialized per thread (no contention
+ * between our own writes) and retried with backoff until they land.
+ *
+ * Not fenced by the lease: a message that reached this process is a fact whoever owns the
+ * account now, and the document id makes a second writer harmless.
+ */
+import { createHash } from 'node:crypto';
+import { Collections, Subcollections, threadId } from '@wafleet/contract';
+import { jidNormalizedUser, type WAMessage, type WASocket } from '@whiskeysockets/baileys';
+import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
+import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.ts';
+import { backoffDelay } from '../util/backoff.ts';
+import { sleep } from '../util/deadline.ts';
+
+const DAY_MS = 86_400_000;
+const SAFE_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** The document id of a WhatsApp message id: itself when Firestore-safe, else a hash of it. */
+export function messageDocId(waId: string): string {
+  return SAFE_ID_RE.test(waId) ? waId : `h-${createHash('sha256').update(waId).digest('hex').slice(0, 40)}`;
+}
+
+export interface InboundMessage {
+  accountId: string;
+  chatJid: string;
+  waId: string;
+  from: string;
+  fromName: string | null;
+  text: string;
+  sentAtMs: number;
+  handedOverAt: number;
+}
+
+/** The text of a text message, or null for anything else (media, reactions, protocol messages). */
+export function textOf(m: WAMessage): string | null {
+  const msg = m.message;
+  const text = msg?.conversation ?? msg?.extendedTextMessage?.text ?? null;
+  return typeof text === 'string' && text.length > 0 ? text : null;
+}
+
+export class InboundWriter {
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly stopping = new AbortController();
+
+  constructor(
+    private readonly db: Firestore,
+    private readonly log: Logger,
+    private readonly metrics: Metrics['inbound'],
+    private readonly retentionDays: number,
+  ) {}
+
+  attach(accountId: string, sock: WASocket): void {
+    sock.ev.on('messages.upsert', ({ messages }) => {
+      for (const m of messages) this.accept(accountId, m);
+    });
+  }
+
+  private accept(accountId: string, m: WAMessage): void {
+    const key = m.key;
+    if (!key || key.fromMe || !key.id || !key.remoteJid) return;
+    if (key.remoteJid === 'status@broadcast' || key.remoteJid.endsWith('@newsletter')) return;
+    const text = textOf(m);
+    if (text === null) {
+      this.metrics.result('skipped');
+      return;
+    }
+    const chatJid = jidNormalizedUser(key.remoteJid);
+    const ts = Number(m.messageTimestamp ?? 0);
+    this.enqueue({
+      accountId,
+      chatJid,
+      waId: key.id,
+      from: key.participant ? jidNormalizedUser(key.participant) : chatJid,
+      fromName: m.pushName ? m.pushName.slice(0, 256) : null,
+      text: text.slice(0, 65_536),
+      sentAtMs: ts > 0 ? ts * 1000 : Date.now(),
+      handedOverAt: Date.now(),
+    });
+  }
+
+  enqueue(msg: InboundMessage): Promise<void> {
+    const thread = threadId(msg.accountId, msg.chatJid);
+    const next = (this.chains.get(thread) ?? Promise.resolve()).then(() => this.writeWithRetry(msg));
+    this.chains.set(thread, next);
+    void next.finally(() => {
+      if (this.chains.get(thread) === next) this.chains.delete(thread);
+    });
+    return next;
+  }
+
+  private async writeWithRetry(msg: InboundMessage): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const stored = await this.write(msg);
+        this.metrics.result(stored ? 'stored' : 'duplicate');
+        if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
+        return;
+      } catch (err) {
+        if (this.stopping.signal.aborted) {
+          this.log.error({ accountId: msg.accountId, waId: msg.waId, err: String(err) }, 'inbound message not stored before shutdown');
+          return;
+        }
+        const delay = backoffDelay(attempt, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
+        this.log.warn({ accountId: msg.accountId, err: String(err), retryInMs: delay }, 'storing an inbound message failed; retrying');
+        await sleep(delay, this.stopping.signal).catch(() => undefined);
+      }
+    }
+  }
+
+  /** Creates the message document if absent; true when it did. */
+  private write(msg: InboundMessage): Promise<boolean> {
+    const threadRef = this.db.collection(Collections.threads).doc(threadId(msg.accountId, msg.chatJid));
+    const msgRef = threadRef.collection(Subcollections.threadMessages).doc(messageDocId(msg.waId));
+    const expireAt = this.retentionDays > 0 ? Timestamp.fromMillis(Date.now() + this.retentionDays * DAY_MS) : null;
+    return this.db.runTransaction(async (tx) => {
+      const [existing, thread] = await Promise.all([tx.get(msgRef), tx.get(threadRef)]);
+      if (existing.exists) return false;
+      const sentAt = Timestamp.fromMillis(msg.sentAtMs);
+      tx.create(msgRef, {
+        accountId: msg.accountId,
+        chatJid: msg.chatJid,
+        waMessageId: msg.waId,
+        direction: 'inbound',
+        from: msg.from,
+        fromName: msg.fromName,
+        text: msg.text,
+        sentAt,
+        receivedAt: FieldValue.serverTimestamp(),
+        expireAt,
+      });
+      const last = thread.exists ? (thread.get('lastMessageAt') as Timestamp | undefined)?.toMillis() ?? 0 : 0;
+      const newer = msg.sentAtMs >= last;
+      tx.set(
+        threadRef,
+        {
+          accountId: msg.accountId,
+          chatJid: msg.chatJid,
+          ...(newer || !thread.exists ? { lastMessageAt: sentAt, lastMessageId: msg.waId } : {}),
+          updatedAt: FieldValue.serverTimestamp(),
+          // The thread lives as long as its newest message.
+          ...(newer || !thread.exists ? { expireAt } : {}),
+        },
+        { merge: true },
+      );
+      return true;
+    });
+  }
+
+  /** Waits (bounded) for the writes in progress; stops retrying after the deadline. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const all = Promise.all([...this.chains.values()]).then(() => true);
+    const done = await Promise.race([all, sleep(timeoutMs).then(() => false)]);
+    this.stopping.abort();
+    return done;
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * The reconciler's outbox: one listener on every message still to send, routed to the
+ * AccountOutbox of each account this process owns; the pacing that all sends share (per account
+ * and fleet-wide, with p-queue); and the stuck-outbox incidents.
+ */
+import { buildQuery, Collections, formatZodError, OutboxDocSchema, type OutboxDoc } from '@wafleet/contract';
+import type { WASocket } from '@whiskeysockets/baileys';
+import type { Firestore, QuerySnapshot } from 'firebase-admin/firestore';
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { LeaseManager } from '../lease/lease-manager.ts';
+import type { Metrics } from '../metrics.ts';
+import type { IncidentWriter } from '../status/incident-writer.ts';
+import { backoffDelay } from '../util/backoff.ts';
+import { AccountOutbox } from './account-outbox.ts';
+import { OutboxStore } from './outbox-store.ts';
+import { failures, type SendFailure } from './send-errors.ts';
+
+export const OUTBOX_STUCK = 'OutboxStuck';
+
+export interface OutboxProcessorOptions {
+  db: Firestore;
+  leases: LeaseManager;
+  log: Logger;
+  metrics: Metrics;
+  incidents: IncidentWriter;
+  config: Config['outbox'];
+  /** The account's phase, for the stuck incident's message. */
+  phaseOf: (accountId: string) => string;
+}
+
+export class OutboxProcessor {
+  private readonly accounts = new Map<string, AccountOutbox>();
+  private readonly store: OutboxStore;
+  private readonly fleet: PQueue;
+  private readonly perAccount = new Map<string, PQueue>();
+  private readonly stuck = new Set<string>();
+  private unsubscribe: (() => void) | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private stuckTimer: NodeJS.Timeout | null = null;
+  private errors = 0;
+  private stopped = false;
+
+  constructor(private readonly o: OutboxProcessorOptions) {
+    // A claim outlives the longest attempt (recipient lookup, send, ack) with room to record it.
+    this.store = new OutboxStore(o.db, o.leases, 3 * o.config.ackTimeoutMs + 10_000);
+    this.fleet = o.config.fleetPerSecond > 0 ? new PQueue({ intervalCap: o.config.fleetPerSecond, interval: 1_000 }) : new PQueue();
+    o.metrics.outboxBacklog(() => {
+      const totals = { queued: 0, sending: 0 };
+      for (const a of this.accounts.values()) {
+        if (!o.leases.held(a.accountId)) continue;
+        const b = a.backlog();
+        totals.queued += b.queued;
+        totals.sending += b.sending;
+      }
+      return totals;
+    });
+  }
+
+  start(): void {
+    this.subscribe();
+    const every = Math.min(30_000, Math.max(1_000, Math.floor(this.o.config.stuckAfterMs / 4)));
+    this.stuckTimer = setInterval(() => this.checkStuck(), every);
+    this.stuckTimer.unref();
+  }
+
+  account(accountId: string): AccountOutbox {
+    let a = this.accounts.get(accountId);
+    if (!a) {
+      const { config, log, metrics, leases } = this.o;
+      a = new AccountOutbox({
+        accountId,
+        store: this.store,
+        log: log.child({ accountId, component: 'outbox' }),
+        metrics: metrics.outbox,
+        maxAttempts: config.maxAttempts,
+        ackTimeoutMs: config.ackTimeoutMs,
+        pace: (send) => this.pace(accountId, send),
+        owned: () => leases.held(accountId) !== undefined,
+      });
+      this.accounts.set(accountId, a);
+    }
+    return a;
+  }
+
+  // ------------------------------------------------------------------ session hooks
+
+  attach(accountId: string, sock: WASocket): void {
+    this.account(accountId).attach(sock);
+  }
+
+  opened(accountId: string, sock: WASocket): void {
+    const grant = this.o.leases.held(accountId);
+    const a = this.account(accountId);
+    a.setOwner(grant ? { instanceId: grant.instanceId, epoch: grant.epoch } : null);
+    a.opened(sock);
+  }
+
+  closed(accountId: string): void {
+    this.accounts.get(accountId)?.closed();
+  }
+
+  /** The account can never send these (banned, deleted): fail them now rather than leave them waiting. */
+  async failAll(accountId: string, failure: SendFailure): Promise<void> {
+    const n = await this.account(accountId).failAll(failure);
+    if (n > 0) this.o.log.warn({ accountId, count: n, code: failure.code }, 'failed the account’s waiting messages');
+  }
+
+  banned(accountId: string): Promise<void> {
+    return this.failAll(accountId, failures.accountBanned());
+  }
+
+  deleted(accountId: string): Promise<void> {
+    return this.failAll(accountId, failures.accountDeleted());
+  }
+
+  // ------------------------------------------------------------------ pacing
+
+  private pace(accountId: string, send: () => Promise<void>): Promise<void> {
+    const perMinute = this.o.config.perAccountPerMinute;
+    let q = this.perAccount.get(accountId);
+    if (!q) {
+      q = perMinute > 0 ? new PQueue({ concurrency: 1, intervalCap: 1, interval: Math.ceil(60_000 / perMinute) }) : new PQueue({ concurrency: 1 });
+      this.perAccount.set(accountId, q);
+    }
+    const fleet = this.fleet;
+    return q.add(() => fleet.add(send));
+  }
+
+  // ------------------------------------------------------------------ the listener
+
+  private subscribe(): void {
+    if (this.stopped) return;
+    this.unsubscribe?.();
+    const query = buildQuery(this.o.db.collection(Collections.outbox), 'pendingOutbox', [['queued', 'sending']]);
+    this.unsubscribe = query.onSnapshot(
+      (snap) => this.onSnapshot(snap),
+      (err) => {
+        // The Admin SDK gives up on a listener after its error callback: make a new one.
+        this.unsubscribe = null;
+        const delay = backoffDelay(this.errors++, { baseMs: 1_000, maxMs: 60_000, jitter: 'full' });
+        this.o.log.warn({ err: String(err), retryInMs: delay }, 'outbox listener failed; re-subscribing');
+        this.retryTimer = setTimeout(() => this.subscribe(), delay);
+        this.retryTimer.unref();
+      },
+    );
+  }
+
+  private onSnapshot(snap: QuerySnapshot): void {
+    this.errors = 0;
+    for (const change of snap.docChanges()) {
+      const id = change.doc.id;
+      const accountId = change.doc.get('accountId');
+      if (typeof accountId !== 'string') continue;
+      if (change.type === 'removed') {
+        this.accounts.get(accountId)?.remove(id);
+        continue;
+      }
+      const parsed = OutboxDocSchema.safeParse(change.doc.data());
+      if (!parsed.success) {
+        this.rejectInvalid(accountId, id, formatZodError(parsed.error));
+        continue;
+      }
+      this.account(accountId).upsert(id, parsed.data as OutboxDoc);
+    }
+  }
+
+  /** A document written around the rules (console, admin SDK) that is not a message: fail it, visibly. */
+  private rejectInvalid(accountId: string, id: string, detail: string): void {
+    if (!this.o.leases.held(accountId)) return;
+    this.store.fail(accountId, id, failures.invalidMessage(detail)).then(
+      (changed) => changed && this.o.metrics.outbox.failed('InvalidMessage'),
+      (err: unknown) => this.o.log.warn({ accountId, messageId: id, err: String(err) }, 'failing an invalid outbox document failed'),
+    );
+  }
+
+  // ------------------------------------------------------------------ stuck outboxes
+
+  private checkStuck(): void {
+    const now = Date.now();
+    for (const a of this.accounts.values()) {
+      const id = a.accountId;
+      if (!this.o.leases.held(id)) continue;
+      const { queued, sending, oldestQueuedMs } = a.backlog();
+      const isStuck = oldestQueuedMs !== null && now - oldestQueuedMs > this.o.config.stuckAfterMs;
+      if (isStuck && !this.stuck.has(id)) {
+        this.stuck.add(id);
+        const minutes = Math.round((now - oldestQueuedMs) / 60_000);
+        void this.o.incidents.raise(
+          id,
+          id,
+          OUTBOX_STUCK,
+          'warning',
+          `${queued + sending} message(s) waiting; the oldest was queued ${minutes} min ago. The account is ${this.o.phaseOf(id)}.`,
+        );
+      } else if (!isStuck && this.stuck.has(id)) {
+        this.stuck.delete(id);
+        void this.o.incidents.resolve(id, id, OUTBOX_STUCK);
+      }
+    }
+  }
+
+  /** Stops taking messages and waits (bounded by the caller) for the ones in flight to settle. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.stuckTimer) clearInterval(this.stuckTimer);
+    // Queued sends are not cleared (their callers would wait forever); they return at once now.
+    await Promise.all([...this.accounts.values()].map((a) => a.stop()));
+  }
+}
