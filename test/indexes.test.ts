@@ -75,7 +75,8 @@ describe('composite indexes', () => {
     const db = getFirestore(app);
     for (const name of names) {
       const spec: QuerySpec = QUERIES[name];
-      const q = buildQuery(db.collection(spec.collection), name, spec.where.map(() => 'x'));
+      // 'in' takes a list of values; every other operator here takes one.
+      const q = buildQuery(db.collection(spec.collection), name, spec.where.map((w) => (w.op === 'in' ? ['x'] : 'x')));
       await expect(q.limit(1).get()).resolves.toBeDefined();
     }
   });

@@ -162,7 +162,7 @@ export class ReconcilerApp {
     const messaging: SessionMessaging = {
       attach: (id, sock) => {
         outbox.attach(id, sock);
-        inbound.attach(id, sock);
+        inbound.attach(id, sock, (waId) => outbox.account(id).isOwnSend(waId));
       },
       opened: (id, sock) => outbox.opened(id, sock),
       closed: (id) => outbox.closed(id),

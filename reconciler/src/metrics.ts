@@ -59,7 +59,7 @@ export function createMetrics(view: FleetView) {
   const sendFailures = new Counter({ name: 'wafleet_outbox_failures_total', help: 'Messages marked failed, by error code.', labelNames: ['reason'] as const, registers: [registry] });
   const retries = new Counter({ name: 'wafleet_outbox_retries_total', help: 'Send attempts that failed and will be retried, by error code.', labelNames: ['reason'] as const, registers: [registry] });
   const receipts = new Counter({ name: 'wafleet_outbox_receipts_total', help: 'Delivery and read receipts recorded.', labelNames: ['kind'] as const, registers: [registry] });
-  const inbound = new Counter({ name: 'wafleet_inbound_messages_total', help: 'Inbound messages by outcome (stored, duplicate, skipped non-text).', labelNames: ['result'] as const, registers: [registry] });
+  const inbound = new Counter({ name: 'wafleet_inbound_messages_total', help: 'Inbound messages by outcome (stored, duplicate, skipped non-text, recovered after Baileys dropped it).', labelNames: ['result'] as const, registers: [registry] });
   const inboundLatency = new Histogram({
     name: 'wafleet_inbound_store_latency_seconds',
     help: 'From Baileys handing over an inbound message to its document being committed.',
@@ -85,7 +85,7 @@ export function createMetrics(view: FleetView) {
       receipt: (kind: string) => receipts.inc({ kind }),
     },
     inbound: {
-      result: (result: 'stored' | 'duplicate' | 'skipped') => inbound.inc({ result }),
+      result: (result: 'stored' | 'duplicate' | 'skipped' | 'recovered') => inbound.inc({ result }),
       stored: (ms: number) => inboundLatency.observe(ms / 1000),
     },
   };

@@ -23,7 +23,7 @@ import {
   type DocumentData,
   type Firestore,
 } from 'firebase/firestore';
-import { Collections } from '@wafleet/contract';
+import { Collections, Subcollections, threadId } from '@wafleet/contract';
 import { clientsFor, PRINCIPALS, runPrefix, seed, startRulesEnv, type Principal } from './support.ts';
 
 type Least = 'viewer' | 'operator' | 'admin' | null; // null: nobody
@@ -44,6 +44,8 @@ const ACCESS = {
   incidents:                      ['viewer',   null,        null,        null],
   reconcilers:                    ['viewer',   null,        null,        null],
   auditLog:                       ['admin',    null,        null,        null],
+  threads:                        ['operator', null,        null,        null],
+  'threads/*/messages':           ['operator', null,        null,        null],
   leases:                         [null,       null,        null,        null],
   sessionBackups:                 [null,       null,        null,        null],
   'widgets (unknown collection)': [null,       null,        null,        null],
@@ -75,6 +77,10 @@ const RUN = runPrefix('m');
 const ACCOUNT = `${RUN}-acct`;
 const now = Timestamp.now();
 const owner = { instanceId: 'reconciler-1', epoch: 3 };
+const CHAT = '14155550123@s.whatsapp.net';
+const THREAD = threadId(ACCOUNT, CHAT);
+const INBOUND_ID = `3A${RUN.toUpperCase()}`; // a WhatsApp message id, as the document id
+const expireAt = Timestamp.fromMillis(now.toMillis() + 90 * 86_400_000);
 
 interface Fixture {
   /** Where documents are listed and created. */
@@ -168,6 +174,30 @@ const FIXTURES: Record<TargetName, Fixture> = {
     },
     create: (uid) => ({ action: 'forged', actorUid: uid, actorRole: null, target: null, details: {}, at: serverTimestamp() }),
     update: () => ({ action: 'rewritten' }),
+  },
+  threads: {
+    collection: Collections.threads,
+    seedId: THREAD,
+    seed: { accountId: ACCOUNT, chatJid: CHAT, lastMessageAt: now, lastMessageId: INBOUND_ID, updatedAt: now, expireAt },
+    create: () => ({
+      accountId: ACCOUNT, chatJid: '14155550199@s.whatsapp.net', lastMessageAt: serverTimestamp(), lastMessageId: 'forged',
+      updatedAt: serverTimestamp(), expireAt: null,
+    }),
+    // Hiding a conversation, or keeping it past its retention.
+    update: () => ({ lastMessageAt: serverTimestamp(), expireAt: null }),
+  },
+  'threads/*/messages': {
+    collection: `${Collections.threads}/${THREAD}/${Subcollections.threadMessages}`,
+    seedId: INBOUND_ID,
+    seed: {
+      accountId: ACCOUNT, chatJid: CHAT, waMessageId: INBOUND_ID, direction: 'inbound', from: CHAT, fromName: 'Ana',
+      text: 'seeded', sentAt: now, receivedAt: now, expireAt,
+    },
+    create: () => ({
+      accountId: ACCOUNT, chatJid: CHAT, waMessageId: 'forged', direction: 'inbound', from: CHAT, fromName: null,
+      text: 'forged', sentAt: serverTimestamp(), receivedAt: serverTimestamp(), expireAt: null,
+    }),
+    update: () => ({ text: 'rewritten' }),
   },
   leases: {
     collection: 'leases',
@@ -271,5 +301,11 @@ describe.concurrent.each(Object.keys(ACCESS) as TargetName[])('%s', (target) => 
 describe('the matrix itself', () => {
   it('covers every collection of the contract', () => {
     for (const name of Object.values(Collections)) expect(Object.keys(ACCESS)).toContain(name);
+  });
+
+  it('covers every subcollection of the contract', () => {
+    for (const name of Object.values(Subcollections)) {
+      expect(Object.keys(ACCESS).filter((t) => t.endsWith(`/*/${name}`))).not.toEqual([]);
+    }
   });
 });

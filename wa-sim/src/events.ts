@@ -47,6 +47,8 @@ export interface GlobalStats {
   conflicts: number;
   messagesSent: number;
   messagesAcked: number;
+  /** Retry receipts answered by re-encrypting a simulated user's message for the device. */
+  retryReceipts: number;
 }
 
 const MAX_EVENTS = 20_000;
@@ -56,7 +58,7 @@ export class ConnectionLog {
   private readonly log: ConnectionEvent[] = [];
   private seq = 0;
   private readonly devices = new Map<string, DeviceStats>();
-  readonly global: GlobalStats = { openConnections: 0, connections: 0, logins: 0, conflicts: 0, messagesSent: 0, messagesAcked: 0 };
+  readonly global: GlobalStats = { openConnections: 0, connections: 0, logins: 0, conflicts: 0, messagesSent: 0, messagesAcked: 0, retryReceipts: 0 };
   private readonly listeners = new Set<(e: ConnectionEvent) => void>();
 
   record(event: Omit<ConnectionEvent, 'seq' | 'at'>): ConnectionEvent {

@@ -230,6 +230,13 @@ export class Messaging {
     const type = node.attrs['type'];
     const ids = [node.attrs['id'] ?? '', ...children(children(node, 'list')[0], 'item').map((i) => i.attrs['id'] ?? '')];
     const user = this.core.world.resolve(to)?.user;
+    if (type === 'retry') {
+      // The device could not decrypt (e.g. a redelivery of a message it had already decrypted
+      // before its receipt was lost): the sender's phone encrypts it afresh, as WhatsApp's do.
+      this.onRetryReceipt(conn, user, node.attrs['id'] ?? '');
+      conn.send({ tag: 'ack', attrs: { class: 'receipt', id: node.attrs['id'] ?? '', from: to, type } });
+      return;
+    }
     for (const id of ids) {
       // For a message it decrypted, Baileys answers with this receipt instead of an ack.
       unackedOf(conn).delete(id);
@@ -267,6 +274,14 @@ export class Messaging {
     return { id, devices: await this.encryptAndDeliver(sender, target, entry) };
   }
 
+  private onRetryReceipt(conn: ClientConnection, sender: SimUser | undefined, id: string): void {
+    const entry = sender?.sent.get(id);
+    const device = conn.deviceJid ? this.core.world.resolve(conn.deviceJid) : undefined;
+    if (!sender || !entry || !device) return;
+    this.core.log.global.retryReceipts++;
+    void this.encryptAndDeliver(sender, device.user, entry, device.device).catch((err: unknown) => this.core.onError(conn, err));
+  }
+
   /** Sends an already sent message again: same id and content, freshly encrypted (WhatsApp's redelivery). */
   async redeliver(sender: SimUser, id: string): Promise<{ id: string; devices: number }> {
     const entry = sender.sent.get(id);
@@ -276,10 +291,11 @@ export class Messaging {
     return { id, devices: await this.encryptAndDeliver(sender, target, entry) };
   }
 
-  private async encryptAndDeliver(sender: SimUser, target: SimUser, entry: SentText): Promise<number> {
+  private async encryptAndDeliver(sender: SimUser, target: SimUser, entry: SentText, onlyDevice?: number): Promise<number> {
     const plaintext = encodeWAMessage({ conversation: entry.text });
     let count = 0;
     for (const device of [...target.devices.values()]) {
+      if (onlyDevice !== undefined && device.id !== onlyDevice) continue;
       const address = `${target.number}.${device.id}`;
       const { type, ciphertext } = await this.withLock(`${sender.number}>${address}`, async () => {
         if (!sender.signal.hasSession(address)) {

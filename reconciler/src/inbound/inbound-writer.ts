@@ -34,6 +34,8 @@ export interface InboundMessage {
   text: string;
   sentAtMs: number;
   handedOverAt: number;
+  /** Stored from the decrypt-time capture after Baileys dropped it (see attach). */
+  recovered?: boolean;
 }
 
 /** The text of a text message, or null for anything else (media, reactions, protocol messages). */
@@ -54,13 +56,56 @@ export class InboundWriter {
     private readonly retentionDays: number,
   ) {}
 
-  attach(accountId: string, sock: WASocket): void {
+  /**
+   * `isOwnSend` tells our outgoing ids apart: Baileys records sent messages in the same cache.
+   *
+   * Baileys 7 loses an inbound message when the connection drops between decrypting it and
+   * sending its receipt: the handler throws before `messages.upsert`, and WhatsApp's redelivery
+   * of the same ciphertext then fails to decrypt ("Key used already") and is nacked. Every
+   * successfully decrypted message passes through `messageRetryManager.addRecentMessage` before
+   * the receipt, so we note it there and, when the socket closes, store the ones that never
+   * reached `messages.upsert` (with what is known: no push name, our clock as the time).
+   */
+  attach(accountId: string, sock: WASocket, isOwnSend: (waId: string) => boolean): void {
+    const decrypted = new Map<string, { remoteJid: string; message: WAMessage['message']; at: number }>();
+    let closed = false;
+    const recover = (id: string) => {
+      const d = decrypted.get(id);
+      if (!d) return;
+      decrypted.delete(id);
+      this.log.warn({ accountId, waId: id }, 'storing an inbound message Baileys dropped when the connection closed before its receipt');
+      this.accept(accountId, { key: { id, remoteJid: d.remoteJid, fromMe: false }, message: d.message, messageTimestamp: Math.floor(d.at / 1000) } as WAMessage, true);
+    };
+    const manager = sock.messageRetryManager;
+    if (manager) {
+      const original = manager.addRecentMessage.bind(manager);
+      manager.addRecentMessage = (to, id, message) => {
+        original(to, id, message);
+        const self = sock.user?.id ? jidNormalizedUser(sock.user.id) : null;
+        if (isOwnSend(id) || jidNormalizedUser(to) === self) return;
+        decrypted.set(id, { remoteJid: to, message, at: Date.now() });
+        if (decrypted.size > 5_000) decrypted.delete(decrypted.keys().next().value!);
+        // Decrypted after the close: its receipt cannot go out, so no upsert will follow.
+        if (closed) recover(id);
+      };
+    }
     sock.ev.on('messages.upsert', ({ messages }) => {
-      for (const m of messages) this.accept(accountId, m);
+      for (const m of messages) {
+        if (m.key?.id) decrypted.delete(m.key.id);
+        this.accept(accountId, m);
+      }
+    });
+    sock.ev.on('connection.update', ({ connection }) => {
+      if (connection !== 'close') return;
+      closed = true;
+      // Handlers that sent their receipt just before the close upsert right after it.
+      setTimeout(() => {
+        for (const id of [...decrypted.keys()]) recover(id);
+      }, 1_000).unref();
     });
   }
 
-  private accept(accountId: string, m: WAMessage): void {
+  private accept(accountId: string, m: WAMessage, recovered = false): void {
     const key = m.key;
     if (!key || key.fromMe || !key.id || !key.remoteJid) return;
     if (key.remoteJid === 'status@broadcast' || key.remoteJid.endsWith('@newsletter')) return;
@@ -80,6 +125,7 @@ export class InboundWriter {
       text: text.slice(0, 65_536),
       sentAtMs: ts > 0 ? ts * 1000 : Date.now(),
       handedOverAt: Date.now(),
+      recovered,
     });
   }
 
@@ -97,7 +143,7 @@ export class InboundWriter {
     for (let attempt = 0; ; attempt++) {
       try {
         const stored = await this.write(msg);
-        this.metrics.result(stored ? 'stored' : 'duplicate');
+        this.metrics.result(!stored ? 'duplicate' : msg.recovered ? 'recovered' : 'stored');
         if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
         return;
       } catch (err) {

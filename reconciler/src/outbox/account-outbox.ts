@@ -83,8 +83,9 @@ export class AccountOutbox {
     return { queued, sending, oldestQueuedMs: oldest };
   }
 
-  pendingIds(): string[] {
-    return [...this.pending.keys()];
+  /** Whether this WhatsApp id is one of our outbox sends (inbound capture skips those). */
+  isOwnSend(waId: string): boolean {
+    return this.sentIds.has(waId);
   }
 
   // ------------------------------------------------------------------ inputs

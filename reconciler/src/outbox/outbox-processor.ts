@@ -36,6 +36,7 @@ export class OutboxProcessor {
   private readonly fleet: PQueue;
   private readonly perAccount = new Map<string, PQueue>();
   private readonly stuck = new Set<string>();
+  private readonly checked = new Set<string>();
   private unsubscribe: (() => void) | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private stuckTimer: NodeJS.Timeout | null = null;
@@ -184,6 +185,7 @@ export class OutboxProcessor {
       if (!this.o.leases.held(id)) continue;
       const { queued, sending, oldestQueuedMs } = a.backlog();
       const isStuck = oldestQueuedMs !== null && now - oldestQueuedMs > this.o.config.stuckAfterMs;
+      const firstCheck = !this.checked.has(id);
       if (isStuck && !this.stuck.has(id)) {
         this.stuck.add(id);
         const minutes = Math.round((now - oldestQueuedMs) / 60_000);
@@ -194,10 +196,12 @@ export class OutboxProcessor {
           'warning',
           `${queued + sending} message(s) waiting; the oldest was queued ${minutes} min ago. The account is ${this.o.phaseOf(id)}.`,
         );
-      } else if (!isStuck && this.stuck.has(id)) {
+      } else if (!isStuck && (this.stuck.has(id) || firstCheck)) {
+        // The first check after taking an account over also closes an incident an earlier owner left open.
         this.stuck.delete(id);
         void this.o.incidents.resolve(id, id, OUTBOX_STUCK);
       }
+      if (firstCheck) this.checked.add(id);
     }
   }
 

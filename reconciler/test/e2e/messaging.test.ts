@@ -49,7 +49,7 @@ const shown = (text: string) => new Set(alice.received().filter((m) => m.text ==
 describe('outbox', () => {
   it('sends once: queued → sending → sent → delivered → read, with every time recorded', async () => {
     // A late server ack keeps "sending" visible long enough to be seen by a listener.
-    h.sim.injectFault({ kind: 'ack-delay', ms: 300, target: deviceOf('m-01'), times: 1 });
+    h.sim.injectFault({ kind: 'ack-delay', ms: 150, target: deviceOf('m-01'), times: 1 });
     const id = `msg-life-${Date.now()}`;
     const seen: string[] = [];
     const unsubscribe = h.db.doc(`outbox/${id}`).onSnapshot((s) => {
