@@ -10,17 +10,16 @@
  * separate process holds 30 bare Baileys sockets for the RSS baseline (bench/bare-baileys.ts).
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os, { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deleteApp, initializeApp } from 'firebase-admin/app';
-import { type DocumentSnapshot, type Firestore, getFirestore, Timestamp } from 'firebase-admin/firestore';
+import { type DocumentSnapshot, type Firestore, Timestamp } from 'firebase-admin/firestore';
 import { freePort } from '../tools/dev/ports.ts';
 import { spawnReconciler, type ReconcilerProcess } from '../tools/dev/reconciler-process.ts';
-import { type Phone, type Simulator, startSimulator, waitFor } from '../wa-sim/src/index.ts';
+import { type Phone, type Simulator, waitFor } from '../wa-sim/src/index.ts';
 import type { BareCommand, BareEvent } from './bare-baileys.ts';
-import { type BenchSuite, type Figure, median, percentile } from './suite.ts';
+import { type BenchSuite, type Figure, median, percentile, reconcilerEnv, withBenchEnvironment } from './suite.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const N = Number(process.env.RECONCILER_BENCH_ACCOUNTS ?? 30);
@@ -165,18 +164,7 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
   const status = watches.accountStatus;
   const qrs = watches.accountQr;
   const httpPort = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    FIRESTORE_EMULATOR_HOST: process.env.FIRESTORE_EMULATOR_HOST,
-    GCLOUD_PROJECT: projectId,
-    NODE_ENV: 'development',
-    SESSIONS_PATH: sessionsPath,
-    HTTP_HOST: '127.0.0.1',
-    HTTP_PORT: String(httpPort),
-    WA_SOCKET_URL: sim.wsUrl,
-    WA_NOISE_ROOT_PUBKEY: sim.rootPublicKeyBase64,
-    LOG_LEVEL: 'warn',
-  };
+  const env = reconcilerEnv({ projectId, sim, sessionsPath, httpPort });
   // Other work on the machine shows in every latency here; the figures carry the load they ran under.
   const loadAtStart = os.loadavg()[0]!.toFixed(1);
   let rec: ReconcilerProcess = spawnReconciler({ env });
@@ -374,28 +362,5 @@ async function writesMetric(port: number): Promise<number> {
 export const reconcilerBench: BenchSuite = {
   name: 'reconciler',
   needsEmulators: true,
-  async run() {
-    const host = process.env.FIRESTORE_EMULATOR_HOST;
-    if (!host) throw new Error('the reconciler suite needs the Firestore emulator: run it with `npm run bench -- reconciler`');
-    // A project of its own: nothing else in the emulator sees or disturbs these documents.
-    const projectId = `demo-bench-rec-${process.pid}`;
-    const app = initializeApp({ projectId }, projectId);
-    const db = getFirestore(app);
-    const sim = await startSimulator({ controlPort: null });
-    const sessionsPath = await mkdtemp(path.join(tmpdir(), 'wafleet-bench-rec-'));
-    const bareDir = await mkdtemp(path.join(tmpdir(), 'wafleet-bench-bare-'));
-    // libsignal reports every session change on console.info.
-    const info = console.info;
-    console.info = () => {};
-    try {
-      return await runSuite(db, projectId, sim, sessionsPath, bareDir);
-    } finally {
-      console.info = info;
-      await sim.stop();
-      await deleteApp(app);
-      await fetch(`http://${host}/emulator/v1/projects/${projectId}/databases/(default)/documents`, { method: 'DELETE', signal: AbortSignal.timeout(10_000) }).catch(() => undefined);
-      await rm(sessionsPath, { recursive: true, force: true });
-      await rm(bareDir, { recursive: true, force: true });
-    }
-  },
+  run: () => withBenchEnvironment('reconciler', 2, ({ db, projectId, sim, dirs }) => runSuite(db, projectId, sim, dirs[0]!, dirs[1]!)),
 };

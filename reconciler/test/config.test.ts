@@ -140,7 +140,7 @@ describe('loadConfig', () => {
         'SHUTDOWN_TIMEOUT_MS',
       ].sort(),
     );
-    expect(error.message).toMatch(/^Invalid reconciler configuration \(12 problems\):/);
+    expect(error.message).toMatch(/^Invalid reconciler configuration \(13 problems\):/);
     expect(error.message).toContain('reconciler/README.md');
     expect(problemOf(error, 'HTTP_PORT')).toMatch(/whole number from 0 to 65535.*"http"/);
     expect(problemOf(error, 'LOG_LEVEL')).toMatch(/fatal, error, warn, info, debug, trace, silent/);
