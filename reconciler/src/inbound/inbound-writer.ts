@@ -14,8 +14,7 @@ import { jidNormalizedUser, type WAMessage, type WASocket } from '@whiskeysocket
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
-import { backoffDelay } from '../util/backoff.ts';
-import { sleep } from '../util/deadline.ts';
+import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
 
 const DAY_MS = 86_400_000;
 const SAFE_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
@@ -46,15 +45,16 @@ export function textOf(m: WAMessage): string | null {
 }
 
 export class InboundWriter {
-  private readonly chains = new Map<string, Promise<void>>();
-  private readonly stopping = new AbortController();
+  private readonly queue: KeyedRetryQueue;
 
   constructor(
     private readonly db: Firestore,
     private readonly log: Logger,
     private readonly metrics: Metrics['inbound'],
     private readonly retentionDays: number,
-  ) {}
+  ) {
+    this.queue = new KeyedRetryQueue({ log, failureMessage: 'storing an inbound message failed; retrying' });
+  }
 
   /**
    * `isOwnSend` tells our outgoing ids apart: Baileys records sent messages in the same cache.
@@ -130,32 +130,14 @@ export class InboundWriter {
   }
 
   enqueue(msg: InboundMessage): Promise<void> {
-    const thread = threadId(msg.accountId, msg.chatJid);
-    const next = (this.chains.get(thread) ?? Promise.resolve()).then(() => this.writeWithRetry(msg));
-    this.chains.set(thread, next);
-    void next.finally(() => {
-      if (this.chains.get(thread) === next) this.chains.delete(thread);
+    const write = async () => {
+      const stored = await this.write(msg);
+      this.metrics.result(!stored ? 'duplicate' : msg.recovered ? 'recovered' : 'stored');
+      if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
+    };
+    return this.queue.enqueue(threadId(msg.accountId, msg.chatJid), write, { accountId: msg.accountId }).then((landed) => {
+      if (!landed) this.log.error({ accountId: msg.accountId, waId: msg.waId }, 'inbound message not stored before shutdown');
     });
-    return next;
-  }
-
-  private async writeWithRetry(msg: InboundMessage): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const stored = await this.write(msg);
-        this.metrics.result(!stored ? 'duplicate' : msg.recovered ? 'recovered' : 'stored');
-        if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
-        return;
-      } catch (err) {
-        if (this.stopping.signal.aborted) {
-          this.log.error({ accountId: msg.accountId, waId: msg.waId, err: String(err) }, 'inbound message not stored before shutdown');
-          return;
-        }
-        const delay = backoffDelay(attempt, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.log.warn({ accountId: msg.accountId, err: String(err), retryInMs: delay }, 'storing an inbound message failed; retrying');
-        await sleep(delay, this.stopping.signal).catch(() => undefined);
-      }
-    }
   }
 
   /** Creates the message document if absent; true when it did. */
@@ -198,10 +180,7 @@ export class InboundWriter {
   }
 
   /** Waits (bounded) for the writes in progress; stops retrying after the deadline. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    const all = Promise.all([...this.chains.values()]).then(() => true);
-    const done = await Promise.race([all, sleep(timeoutMs).then(() => false)]);
-    this.stopping.abort();
-    return done;
+  drain(timeoutMs: number): Promise<boolean> {
+    return this.queue.drain(timeoutMs);
   }
 }

@@ -12,7 +12,7 @@ import type { Config } from '../config.ts';
 import type { LeaseManager } from '../lease/lease-manager.ts';
 import type { Metrics } from '../metrics.ts';
 import type { IncidentWriter } from '../status/incident-writer.ts';
-import { backoffDelay } from '../util/backoff.ts';
+import { ResilientListener } from '../util/resilient-listener.ts';
 import { AccountOutbox } from './account-outbox.ts';
 import { OutboxStore } from './outbox-store.ts';
 import { failures, type SendFailure } from './send-errors.ts';
@@ -37,15 +37,18 @@ export class OutboxProcessor {
   private readonly perAccount = new Map<string, PQueue>();
   private readonly stuck = new Set<string>();
   private readonly checked = new Set<string>();
-  private unsubscribe: (() => void) | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly listener: ResilientListener;
   private stuckTimer: NodeJS.Timeout | null = null;
-  private errors = 0;
-  private stopped = false;
 
   constructor(private readonly o: OutboxProcessorOptions) {
     // A claim outlives the longest attempt (recipient lookup, send, ack) with room to record it.
     this.store = new OutboxStore(o.db, o.leases, 3 * o.config.ackTimeoutMs + 10_000);
+    this.listener = new ResilientListener({
+      name: 'outbox',
+      query: () => buildQuery(o.db.collection(Collections.outbox), 'pendingOutbox', [['queued', 'sending']]),
+      onSnapshot: (snap) => this.onSnapshot(snap),
+      log: o.log,
+    });
     this.fleet = o.config.fleetPerSecond > 0 ? new PQueue({ intervalCap: o.config.fleetPerSecond, interval: 1_000 }) : new PQueue();
     o.metrics.outboxBacklog(() => {
       const totals = { queued: 0, sending: 0 };
@@ -60,7 +63,7 @@ export class OutboxProcessor {
   }
 
   start(): void {
-    this.subscribe();
+    this.listener.subscribe();
     const every = Math.min(30_000, Math.max(1_000, Math.floor(this.o.config.stuckAfterMs / 4)));
     this.stuckTimer = setInterval(() => this.checkStuck(), every);
     this.stuckTimer.unref();
@@ -131,25 +134,7 @@ export class OutboxProcessor {
 
   // ------------------------------------------------------------------ the listener
 
-  private subscribe(): void {
-    if (this.stopped) return;
-    this.unsubscribe?.();
-    const query = buildQuery(this.o.db.collection(Collections.outbox), 'pendingOutbox', [['queued', 'sending']]);
-    this.unsubscribe = query.onSnapshot(
-      (snap) => this.onSnapshot(snap),
-      (err) => {
-        // The Admin SDK gives up on a listener after its error callback: make a new one.
-        this.unsubscribe = null;
-        const delay = backoffDelay(this.errors++, { baseMs: 1_000, maxMs: 60_000, jitter: 'full' });
-        this.o.log.warn({ err: String(err), retryInMs: delay }, 'outbox listener failed; re-subscribing');
-        this.retryTimer = setTimeout(() => this.subscribe(), delay);
-        this.retryTimer.unref();
-      },
-    );
-  }
-
   private onSnapshot(snap: QuerySnapshot): void {
-    this.errors = 0;
     for (const change of snap.docChanges()) {
       const id = change.doc.id;
       const accountId = change.doc.get('accountId');
@@ -207,10 +192,7 @@ export class OutboxProcessor {
 
   /** Stops taking messages and waits (bounded by the caller) for the ones in flight to settle. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.unsubscribe?.();
-    this.unsubscribe = null;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.listener.stop();
     if (this.stuckTimer) clearInterval(this.stuckTimer);
     // Queued sends are not cleared (their callers would wait forever); they return at once now.
     await Promise.all([...this.accounts.values()].map((a) => a.stop()));

@@ -11,8 +11,8 @@ import { Collections, type Severity } from '@wafleet/contract';
 import { FieldValue, Timestamp, type DocumentReference, type Firestore, type Transaction } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { StaleOwnerError, type LeaseManager } from '../lease/lease-manager.ts';
-import { backoffDelay } from '../util/backoff.ts';
-import { sleep, withTimeout } from '../util/deadline.ts';
+import { withTimeout } from '../util/deadline.ts';
+import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
 
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
 
@@ -23,15 +23,16 @@ export function incidentId(accountId: string | null, type: string): string {
 type Op = { kind: 'raise'; severity: Severity; message: string; at: Timestamp } | { kind: 'resolve' };
 
 export class IncidentWriter {
-  private readonly chains = new Map<string, Promise<void>>();
-  private readonly stop = new AbortController();
+  private readonly queue: KeyedRetryQueue;
 
   constructor(
     private readonly db: Firestore,
     private readonly leases: LeaseManager,
-    private readonly log: Logger,
+    log: Logger,
     private readonly onWrite?: (ok: boolean) => void,
-  ) {}
+  ) {
+    this.queue = new KeyedRetryQueue({ log, failureMessage: 'incident write failed; will retry' });
+  }
 
   /**
    * Raises (or counts up) an incident. The write is fenced by `fenceAccountId`'s lease; fleet-wide
@@ -49,36 +50,22 @@ export class IncidentWriter {
   private enqueue(fenceAccountId: string, scope: string | null, type: string, op: Op): Promise<void> {
     const id = incidentId(scope, type);
     const ref = this.db.collection(Collections.incidents).doc(id);
-    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.runWithRetry(fenceAccountId, ref, scope, type, op));
-    this.chains.set(id, next);
-    void next.finally(() => {
-      if (this.chains.get(id) === next) this.chains.delete(id);
-    });
-    return next;
-  }
-
-  private async runWithRetry(fenceAccountId: string, ref: DocumentReference, scope: string | null, type: string, op: Op): Promise<void> {
-    for (let attempt = 0; !this.stop.signal.aborted; attempt++) {
+    const write = async () => {
       try {
         await withTimeout(this.leases.fenced(fenceAccountId, (tx) => apply(tx, ref, scope, type, op)), 10_000, `incident ${ref.id}`);
         this.onWrite?.(true);
-        return;
       } catch (err) {
         this.onWrite?.(false);
-        if (err instanceof StaleOwnerError) return; // the new owner observes and reports for itself
-        const delay = backoffDelay(attempt, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.log.warn({ incident: ref.id, err: String(err), retryInMs: delay }, 'incident write failed; will retry');
-        await sleep(delay, this.stop.signal).catch(() => undefined);
+        throw err;
       }
-    }
+    };
+    // A lost lease ends it: the new owner observes and reports for itself.
+    return this.queue.enqueue(id, write, { incident: id }, (err) => err instanceof StaleOwnerError).then(() => undefined);
   }
 
   /** Waits (bounded) for queued incident writes, then stops retrying. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    const all = Promise.all([...this.chains.values()]).then(() => true);
-    const ok = await Promise.race([all, new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref())]);
-    this.stop.abort();
-    return ok;
+  drain(timeoutMs: number): Promise<boolean> {
+    return this.queue.drain(timeoutMs);
   }
 }
 

@@ -8,8 +8,8 @@ import { AccountDocSchema, AccountIdSchema, Collections, formatZodError } from '
 import type { DocumentSnapshot, Firestore, QuerySnapshot, Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { AccountSpec } from '../session/account-supervisor.ts';
-import { backoffDelay } from '../util/backoff.ts';
 import { withTimeout } from '../util/deadline.ts';
+import { ResilientListener } from '../util/resilient-listener.ts';
 
 /** Past this size a document is refused before parsing: a person pasted something huge. */
 const MAX_DOC_BYTES = 64 * 1024;
@@ -24,19 +24,27 @@ export interface AccountsWatcherOptions {
 
 export class AccountsWatcher {
   private readonly specs = new Map<string, AccountSpec & { version: string }>();
-  private unsubscribe: (() => void) | null = null;
+  private readonly listener: ResilientListener;
   private resyncTimer: NodeJS.Timeout | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private errors = 0;
   private synced = false;
   private stopped = false;
   private lastEventAt = 0;
 
-  constructor(private readonly opts: AccountsWatcherOptions) {}
+  constructor(private readonly opts: AccountsWatcherOptions) {
+    this.listener = new ResilientListener({
+      name: 'accounts',
+      query: () => opts.db.collection(Collections.accounts),
+      onSnapshot: (snap) => this.onSnapshot(snap),
+      onError: () => {
+        this.synced = false;
+      },
+      log: opts.log,
+    });
+  }
 
   /** Healthy once the first snapshot arrived and the listener has not failed since. */
   get healthy(): boolean {
-    return this.synced && this.unsubscribe !== null;
+    return this.synced && this.listener.active;
   }
 
   get lastEvent(): number {
@@ -54,33 +62,14 @@ export class AccountsWatcher {
   /** Reads every account once (so boot can order the restore), then listens. */
   async start(): Promise<string[]> {
     await this.resync();
-    this.subscribe();
+    this.listener.subscribe();
     this.scheduleResync();
     return this.ids();
-  }
-
-  private subscribe(): void {
-    if (this.stopped) return;
-    this.unsubscribe?.();
-    const col = this.opts.db.collection(Collections.accounts);
-    this.unsubscribe = col.onSnapshot(
-      (snap) => this.onSnapshot(snap),
-      (err) => {
-        // The SDK gives up on this listener after calling us; make a new one.
-        this.unsubscribe = null;
-        this.synced = false;
-        const delay = backoffDelay(this.errors++, { baseMs: 1_000, maxMs: 60_000, jitter: 'full' });
-        this.opts.log.warn({ err: String(err), retryInMs: delay }, 'accounts listener failed; re-subscribing');
-        this.retryTimer = setTimeout(() => this.subscribe(), delay);
-        this.retryTimer.unref();
-      },
-    );
   }
 
   private onSnapshot(snap: QuerySnapshot): void {
     this.lastEventAt = Date.now();
     this.synced = true;
-    this.errors = 0;
     for (const change of snap.docChanges()) {
       if (change.type === 'removed') this.remove(change.doc.id);
       else this.apply(change.doc);
@@ -118,7 +107,7 @@ export class AccountsWatcher {
     }
     if (missed > 0 && this.synced) {
       this.opts.log.warn({ missed }, 'accounts listener missed changes; restarting it');
-      this.subscribe();
+      this.listener.subscribe();
     }
   }
 
@@ -134,10 +123,8 @@ export class AccountsWatcher {
 
   stop(): void {
     this.stopped = true;
-    this.unsubscribe?.();
-    this.unsubscribe = null;
+    this.listener.stop();
     if (this.resyncTimer) clearTimeout(this.resyncTimer);
-    if (this.retryTimer) clearTimeout(this.retryTimer);
   }
 }
 
