@@ -11,7 +11,7 @@
  * Baileys resolves sendMessage once the bytes are written, not when WhatsApp accepted them, so
  * "sent" waits for the `<ack class="message">` frame itself (Baileys ignores a plain ack).
  */
-import { recipientToJid, type OutboxDoc } from '@wafleet/contract';
+import { recipientToJid, type OutboxDoc, type Owner } from '@wafleet/contract';
 import type { BinaryNode, WAMessageUpdate, WASocket } from '@whiskeysockets/baileys';
 import { Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
@@ -37,7 +37,8 @@ export interface AccountOutboxDeps {
   ackTimeoutMs: number;
   /** Runs one send under the account's and the fleet's pacing. */
   pace: (send: () => Promise<void>) => Promise<void>;
-  owned: () => boolean;
+  /** This process's lease on the account (instance and epoch), or null when it does not own it. */
+  owner: () => Owner | null;
 }
 
 type AckResult = { ok: true; atMs: number } | { ok: false; failure: SendFailure };
@@ -149,14 +150,14 @@ export class AccountOutbox {
   // ------------------------------------------------------------------ the send loop
 
   kick(): void {
-    if (this.loop || this.stopped || !this.connected || !this.d.owned()) return;
+    if (this.loop || this.stopped || !this.connected || !this.d.owner()) return;
     this.loop = this.run().finally(() => {
       this.loop = null;
     });
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped && this.connected && this.d.owned()) {
+    while (!this.stopped && this.connected && this.d.owner()) {
       const next = this.pick(Date.now());
       if (!next) return;
       if ('wakeAt' in next) {
@@ -187,14 +188,8 @@ export class AccountOutbox {
     return wakeAt === null ? null : { wakeAt };
   }
 
-  private ownerEpoch: { instanceId: string; epoch: number } | null = null;
-
-  setOwner(owner: { instanceId: string; epoch: number } | null): void {
-    this.ownerEpoch = owner;
-  }
-
   private claimedByUs(doc: OutboxDoc): boolean {
-    const o = this.ownerEpoch;
+    const o = this.d.owner();
     return !!o && doc.claimedBy?.instanceId === o.instanceId && doc.claimedBy.epoch === o.epoch;
   }
 
@@ -231,7 +226,7 @@ export class AccountOutbox {
       return;
     }
     const { attempt, waId, doc } = claim;
-    this.pending.set(messageId, { ...doc, status: 'sending', claimedBy: this.ownerEpoch, attemptCount: attempt });
+    this.pending.set(messageId, { ...doc, status: 'sending', claimedBy: this.d.owner(), attemptCount: attempt });
     if (claim.resend) log.info({ messageId, attempt }, 'resending a message whose earlier attempt is unresolved (same WhatsApp id)');
 
     let outcome: AckResult;

@@ -81,7 +81,10 @@ export class OutboxProcessor {
         maxAttempts: config.maxAttempts,
         ackTimeoutMs: config.ackTimeoutMs,
         pace: (send) => this.pace(accountId, send),
-        owned: () => leases.held(accountId) !== undefined,
+        owner: () => {
+          const grant = leases.held(accountId);
+          return grant ? { instanceId: grant.instanceId, epoch: grant.epoch } : null;
+        },
       });
       this.accounts.set(accountId, a);
     }
@@ -95,10 +98,7 @@ export class OutboxProcessor {
   }
 
   opened(accountId: string, sock: WASocket): void {
-    const grant = this.o.leases.held(accountId);
-    const a = this.account(accountId);
-    a.setOwner(grant ? { instanceId: grant.instanceId, epoch: grant.epoch } : null);
-    a.opened(sock);
+    this.account(accountId).opened(sock);
   }
 
   closed(accountId: string): void {
