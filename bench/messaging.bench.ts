@@ -39,17 +39,13 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
   const httpPort = await freePort();
   const rec = spawnReconciler({ env: reconcilerEnv({ projectId, sim, sessionsPath, httpPort, extra: { OUTBOX_RATE_PER_MINUTE: '0', OUTBOX_FLEET_RATE_PER_SECOND: '0' } }) });
   const loadAtStart = os.loadavg()[0]!.toFixed(1);
-  // Arrival times of outbox statuses and inbound documents, as a listening app sees them.
+  // Arrival times of outbox statuses and inbound documents, as a listening app sees them. Each
+  // listener is open only for its own phase: the emulator re-evaluates every open listener over
+  // its whole collection on each commit, a cost production Firestore does not have and that
+  // would otherwise be measured as the reconciler's.
   const sentAt = new Map<string, number>();
-  const stopOutbox = db.collection('outbox').onSnapshot((snap) => {
-    const now = Date.now();
-    for (const c of snap.docChanges()) if (SENT.has(c.doc.get('status')) && !sentAt.has(c.doc.id)) sentAt.set(c.doc.id, now);
-  });
   const inboundAt = new Map<string, number>();
-  const stopInbound = db.collectionGroup('messages').onSnapshot((snap) => {
-    const now = Date.now();
-    for (const c of snap.docChanges()) if (!inboundAt.has(c.doc.id)) inboundAt.set(c.doc.id, now);
-  });
+  const stops: Array<() => void> = [];
   try {
     await waitFor(() => readyz(httpPort), { timeoutMs: 60_000, intervalMs: 200, what: 'the reconciler to be ready' });
     const now = Timestamp.now();
@@ -76,6 +72,11 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
     };
 
     // ---- create → sent, one at a time
+    const stopOutbox = db.collection('outbox').onSnapshot((snap) => {
+      const now = Date.now();
+      for (const c of snap.docChanges()) if (SENT.has(c.doc.get('status')) && !sentAt.has(c.doc.id)) sentAt.set(c.doc.id, now);
+    });
+    stops.push(stopOutbox);
     const latencies: number[] = [];
     for (let i = 0; i < LATENCY_SAMPLES; i++) {
       const m = queue(i);
@@ -86,23 +87,33 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
     }
     progress(`create → sent: p50 ${median(latencies)} ms, p99 ${percentile(latencies, 99)} ms over ${LATENCY_SAMPLES} messages`);
 
-    // ---- throughput: bursts across all accounts
+    stopOutbox();
+
+    // ---- throughput: bursts across all accounts, watched by counting (every earlier message is final)
+    const acceptedCount = async () => (await db.collection('outbox').where('status', 'in', [...SENT]).count().get()).data().count;
     const rates: number[] = [];
     for (let b = 0; b < BURSTS; b++) {
       const burst = Array.from({ length: BURST }, (_, i) => queue(i));
+      const before = await acceptedCount();
       const t0 = Date.now();
       for (let s = 0; s < burst.length; s += 450) {
         const batch = db.batch();
         for (const m of burst.slice(s, s + 450)) batch.set(db.doc(`outbox/${m.id}`), m.data);
         await batch.commit();
       }
-      await waitFor(() => burst.every((m) => sentAt.has(m.id)), { timeoutMs: 300_000, intervalMs: 50, what: `burst ${b + 1} sent` });
-      const last = Math.max(...burst.map((m) => sentAt.get(m.id)!));
+      await waitFor(async () => (await acceptedCount()) - before >= BURST, { timeoutMs: 300_000, intervalMs: 250, what: `burst ${b + 1} sent` });
+      const last = Date.now();
       rates.push((BURST * 1000) / (last - t0));
       progress(`burst ${b + 1}: ${BURST} messages in ${last - t0} ms`);
     }
 
     // ---- inbound: contact send → document visible
+    stops.push(
+      db.collectionGroup('messages').onSnapshot((snap) => {
+        const now = Date.now();
+        for (const c of snap.docChanges()) if (!inboundAt.has(c.doc.id)) inboundAt.set(c.doc.id, now);
+      }),
+    );
     const inbound: number[] = [];
     for (let i = 0; i < INBOUND; i++) {
       const c = contacts[i % contacts.length]!;
@@ -117,13 +128,12 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
     return {
       outboxCreateToSentP50Ms: { value: median(latencies), target: '≤ 250 ms', note: `${LATENCY_SAMPLES} messages one at a time, pacing off; ${note}` },
       outboxCreateToSentP99Ms: { value: percentile(latencies, 99), target: '≤ 1000 ms', note: `${LATENCY_SAMPLES} messages one at a time, pacing off` },
-      outboxThroughputMsgPerSec: { value: Math.round(median(rates) * 10) / 10, target: '≥ 50 msg/s', note: `median of ${BURSTS} bursts of ${BURST} across ${N} accounts, pacing off (runs: ${rates.map((r) => r.toFixed(0)).join(', ')})` },
+      outboxThroughputMsgPerSec: { value: Math.round(median(rates) * 10) / 10, target: '≥ 50 msg/s', note: `median of ${BURSTS} bursts of ${BURST} across ${N} accounts, pacing off, end seen by polling a count every 250 ms (runs: ${rates.map((r) => r.toFixed(0)).join(', ')})` },
       inboundStoreP50Ms: { value: median(inbound), note: `contact send → document seen by a listener, ${INBOUND} messages` },
       inboundStoreP99Ms: { value: percentile(inbound, 99), note: `${INBOUND} messages` },
     };
   } finally {
-    stopOutbox();
-    stopInbound();
+    for (const stop of stops) stop();
     await rec.stop();
   }
 }

@@ -250,7 +250,7 @@ export class ReconcilerApp {
     this.governor?.cancelAll(new Error('shutting down'));
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
     // The message in flight settles (acked, or back to queued) before its socket closes.
-    if (this.outbox) await step('outbox', this.outbox.stop(), 0.3);
+    if (this.outbox) await step('outbox', this.outbox.stop(left() * 0.25), 0.3);
     await step('sessions', Promise.all([...this.supervisors.values()].map((s) => s.shutdown())), 0.4);
     if (this.writer) await step('status writes', this.writer.drain(left() / 3), 0.35);
     if (this.incidents) await step('incident writes', this.incidents.drain(left() / 4), 0.3);

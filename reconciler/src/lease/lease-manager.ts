@@ -5,7 +5,7 @@
  * re-checks holder, incarnation and epoch in its own transaction (`fenced`).
  */
 import { Collections, type LeaseDoc, type Owner } from '@wafleet/contract';
-import { FieldValue, type DocumentSnapshot, type Firestore, type Transaction } from 'firebase-admin/firestore';
+import { FieldValue, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from 'firebase-admin/firestore';
 
 export interface Identity {
   instanceId: string;
@@ -149,8 +149,25 @@ export class LeaseManager {
     });
   }
 
+  /**
+   * `fenced` for a read-modify-write of known documents: the lease and `refs` come back in one
+   * read (one round trip fewer per transaction, which is what a busy outbox pays per message).
+   */
+  async fencedGetAll<T>(accountId: string, refs: DocumentReference[], write: (tx: Transaction, owner: Owner, snaps: DocumentSnapshot[]) => Promise<T> | T): Promise<T> {
+    const grant = this.grants.get(accountId);
+    if (!grant) throw new StaleOwnerError(accountId, 'no lease held');
+    return this.db.runTransaction(async (tx) => {
+      const [lease, ...snaps] = await tx.getAll(this.leaseRef(accountId), ...refs);
+      this.checkLease(lease!, grant);
+      return write(tx, { instanceId: grant.instanceId, epoch: grant.epoch }, snaps);
+    });
+  }
+
   async assertOwner(tx: Transaction, grant: LeaseGrant): Promise<void> {
-    const snap = await tx.get(this.leaseRef(grant.accountId));
+    this.checkLease(await tx.get(this.leaseRef(grant.accountId)), grant);
+  }
+
+  private checkLease(snap: DocumentSnapshot, grant: LeaseGrant): void {
     const lease = snap.data() as LeaseDoc | undefined;
     if (!lease || lease.holder !== this.identity.instanceId || lease.incarnation !== this.identity.incarnation || lease.epoch !== grant.epoch) {
       this.grants.delete(grant.accountId);

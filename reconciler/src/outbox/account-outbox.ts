@@ -11,14 +11,15 @@
  * Baileys resolves sendMessage once the bytes are written, not when WhatsApp accepted them, so
  * "sent" waits for the `<ack class="message">` frame itself (Baileys ignores a plain ack).
  */
-import { recipientToJid, type OutboxDoc, type Owner } from '@wafleet/contract';
+import { recipientToJid, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
 import type { BinaryNode, WAMessageUpdate, WASocket } from '@whiskeysockets/baileys';
 import { Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { StaleOwnerError } from '../lease/lease-manager.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { withTimeout } from '../util/deadline.ts';
-import type { OutboxStore, ReceiptKind } from './outbox-store.ts';
+import type { ClaimResult, OpResult, OutboxOp, OutboxStore, ReceiptKind } from './outbox-store.ts';
+import { OutboxWriter, WriterStoppedError } from './outbox-writer.ts';
 import { classifySendError, failures, SendFailureError, type SendFailure } from './send-errors.ts';
 
 export interface OutboxMetricsSink {
@@ -35,12 +36,15 @@ export interface AccountOutboxDeps {
   metrics: OutboxMetricsSink;
   maxAttempts: number;
   ackTimeoutMs: number;
+  /** Most messages claimed in one transaction (each commit costs; pacing bounds how many are useful). */
+  claimBatch: number;
   /** Runs one send under the account's and the fleet's pacing. */
   pace: (send: () => Promise<void>) => Promise<void>;
   /** This process's lease on the account (instance and epoch), or null when it does not own it. */
   owner: () => Owner | null;
 }
 
+type Claimed = Extract<ClaimResult, { kind: 'claimed' }>;
 type AckResult = { ok: true; atMs: number } | { ok: false; failure: SendFailure };
 
 /** Baileys' WAMessageStatus values for receipts of our own messages. */
@@ -48,11 +52,15 @@ const DELIVERY_ACK = 3;
 const READ = 4;
 const PLAYED = 5;
 const REMEMBERED_IDS = 20_000;
+/** Statuses of a message WhatsApp took. */
+const ACCEPTED = new Set<OutboxStatus | null>(['sent', 'delivered', 'read']);
 
 export class AccountOutbox {
   /** Messages still to send as the listener sees them (queued, or sending with an unresolved claim). */
   private readonly pending = new Map<string, OutboxDoc>();
   private readonly ackWaiters = new Map<string, (r: AckResult) => void>();
+  /** Acked messages whose `sent` is still being written: the listener's older view must not bring them back. */
+  private readonly settling = new Set<string>();
   /** WhatsApp id → outbox id of messages sent by this process (for receipts). */
   private readonly sentIds = new Map<string, string>();
   /** Recipients known to be on WhatsApp, per socket. */
@@ -63,8 +71,11 @@ export class AccountOutbox {
   private loop: Promise<void> | null = null;
   private wakeTimer: NodeJS.Timeout | null = null;
   private receiptChain: Promise<void> = Promise.resolve();
+  private readonly writer: OutboxWriter;
 
-  constructor(private readonly d: AccountOutboxDeps) {}
+  constructor(private readonly d: AccountOutboxDeps) {
+    this.writer = new OutboxWriter({ accountId: d.accountId, store: d.store, log: d.log, onStale: () => this.lostOwnership() });
+  }
 
   get accountId(): string {
     return this.d.accountId;
@@ -92,6 +103,7 @@ export class AccountOutbox {
   // ------------------------------------------------------------------ inputs
 
   upsert(messageId: string, doc: OutboxDoc): void {
+    if (this.settling.has(messageId)) return;
     this.pending.set(messageId, doc);
     this.kick();
   }
@@ -123,28 +135,44 @@ export class AccountOutbox {
     this.ackWaiters.clear();
   }
 
-  /** Stops taking messages; resolves once the message in flight (if any) is settled. */
-  async stop(): Promise<void> {
+  /** Stops taking messages; resolves once the message in flight (if any) is settled and recorded (bounded). */
+  async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    await this.loop;
+    const deadline = Date.now() + timeoutMs;
+    await withTimeout(this.loop ?? Promise.resolve(), timeoutMs, 'outbox send in flight').catch(() => undefined);
+    await this.writer.drain(Math.max(0, deadline - Date.now()));
   }
 
-  /** Fails every waiting message for good (banned or deleted account). */
+  /** Fails every waiting message for good (banned or deleted account); all in one write. */
   async failAll(failure: SendFailure): Promise<number> {
-    let n = 0;
-    for (const id of [...this.pending.keys()]) {
-      try {
-        if (await this.d.store.fail(this.d.accountId, id, failure)) {
-          n++;
-          this.d.metrics.failed(failure.code);
-        }
-        this.pending.delete(id);
-      } catch (err) {
-        this.d.log.warn({ messageId: id, err: String(err) }, 'failing a message failed');
-      }
-    }
+    const ids = [...this.pending.keys()];
+    const results = await Promise.all(
+      ids.map((id) =>
+        this.write({ kind: 'fail', messageId: id, failure }).then(
+          (r) => {
+            this.pending.delete(id);
+            return r.changed;
+          },
+          (err: unknown) => (this.d.log.warn({ messageId: id, err: String(err) }, 'failing a message failed'), false),
+        ),
+      ),
+    );
+    const n = results.filter(Boolean).length;
+    for (let i = 0; i < n; i++) this.d.metrics.failed(failure.code);
     return n;
+  }
+
+  /** A document that is not a valid message (written around the rules): failed, visibly. */
+  async reject(messageId: string, failure: SendFailure): Promise<boolean> {
+    this.pending.delete(messageId);
+    const { changed } = await this.write({ kind: 'fail', messageId, failure });
+    if (changed) this.d.metrics.failed(failure.code);
+    return changed;
+  }
+
+  private write(op: OutboxOp): Promise<OpResult> {
+    return this.writer.submit(op);
   }
 
   // ------------------------------------------------------------------ the send loop
@@ -164,27 +192,33 @@ export class AccountOutbox {
         this.wakeAt(next.wakeAt);
         return;
       }
-      await this.d.pace(() => this.sendOne(next.id));
+      await this.sendBatch(next.ids);
     }
   }
 
   /**
-   * The oldest message whose recipient has nothing older still waiting, and that is due. A
-   * recipient whose oldest message backs off waits as a whole (order first).
+   * The oldest due messages, up to a claim batch, in order per recipient: a recipient whose
+   * oldest waiting message is not due (backing off, or claimed) waits as a whole (order first).
    */
-  private pick(now: number): { id: string } | { wakeAt: number } | null {
+  private pick(now: number): { ids: string[] } | { wakeAt: number } | null {
     const ordered = [...this.pending.entries()].sort(([a, x], [b, y]) => x.createdAt.toMillis() - y.createdAt.toMillis() || (a < b ? -1 : 1));
     const blocked = new Set<string>();
+    const ids: string[] = [];
     let wakeAt: number | null = null;
     for (const [id, doc] of ordered) {
       if (blocked.has(doc.to)) continue;
-      blocked.add(doc.to);
       const due = doc.status === 'sending' ? (doc.leaseUntil?.toMillis() ?? 0) : (doc.nextAttemptAt?.toMillis() ?? 0);
       // A claim of another owner (an earlier process) is resolved at once: we hold the lease now.
       const foreignClaim = doc.status === 'sending' && !this.claimedByUs(doc);
-      if (foreignClaim || due <= now) return { id };
+      if (foreignClaim || due <= now) {
+        ids.push(id);
+        if (ids.length >= this.d.claimBatch) break;
+        continue;
+      }
+      blocked.add(doc.to);
       wakeAt = wakeAt === null ? due : Math.min(wakeAt, due);
     }
+    if (ids.length > 0) return { ids };
     return wakeAt === null ? null : { wakeAt };
   }
 
@@ -202,19 +236,32 @@ export class AccountOutbox {
     this.wakeTimer.unref();
   }
 
-  private async sendOne(messageId: string): Promise<void> {
+  /**
+   * Claims `ids` in one transaction, then sends them one by one under pacing. Once a recipient's
+   * message goes back to the queue, that recipient's later messages in the batch are handed back
+   * unsent (order first); so is the rest of the batch when the socket closes or sending stops.
+   */
+  private async sendBatch(ids: string[]): Promise<void> {
     const sock = this.sock;
     if (!sock || !this.connected || this.stopped) return;
     const { accountId, store, log } = this.d;
-    let claim;
+    let claims: ClaimResult[];
     try {
-      claim = await store.claim(accountId, messageId);
+      claims = await withTimeout(store.claim(accountId, ids), 15_000, 'outbox claim');
     } catch (err) {
       if (err instanceof StaleOwnerError) return this.lostOwnership();
-      log.warn({ messageId, err: String(err) }, 'claiming a message failed; retrying shortly');
+      log.warn({ messages: ids.length, err: String(err) }, 'claiming messages failed; retrying shortly');
       return this.pauseFor(1_000);
     }
-    if (claim.kind === 'skip') {
+    const claimed: Array<{ messageId: string; claim: Claimed }> = [];
+    claims.forEach((claim, i) => {
+      const messageId = ids[i]!;
+      if (claim.kind === 'claimed') {
+        this.pending.set(messageId, { ...claim.doc, status: 'sending', claimedBy: this.d.owner(), attemptCount: claim.attempt });
+        if (claim.resend) log.info({ messageId, attempt: claim.attempt }, 'resending a message whose earlier attempt is unresolved (same WhatsApp id)');
+        claimed.push({ messageId, claim });
+        return;
+      }
       const doc = this.pending.get(messageId);
       if (claim.status === 'queued' || claim.status === 'sending') {
         if (doc && claim.nextAttemptAt !== null) {
@@ -223,12 +270,26 @@ export class AccountOutbox {
       } else {
         this.pending.delete(messageId);
       }
-      return;
-    }
-    const { attempt, waId, doc } = claim;
-    this.pending.set(messageId, { ...doc, status: 'sending', claimedBy: this.d.owner(), attemptCount: attempt });
-    if (claim.resend) log.info({ messageId, attempt }, 'resending a message whose earlier attempt is unresolved (same WhatsApp id)');
+    });
 
+    const heldBack = new Set<string>();
+    const unsent: string[] = [];
+    for (const { messageId, claim } of claimed) {
+      if (this.stopped || !this.connected || this.sock !== sock || heldBack.has(claim.doc.to)) {
+        unsent.push(messageId);
+        continue;
+      }
+      let requeued = false;
+      await this.d.pace(async () => {
+        requeued = await this.sendClaimed(sock, messageId, claim);
+      });
+      if (requeued) heldBack.add(claim.doc.to);
+    }
+    if (unsent.length > 0) await this.unclaim(unsent);
+  }
+
+  /** Sends one claimed message and records the outcome; true when it went back to the queue. */
+  private async sendClaimed(sock: WASocket, messageId: string, { attempt, waId, doc }: Claimed): Promise<boolean> {
     let outcome: AckResult;
     try {
       // Known before sending: a receipt may arrive before the ack is recorded.
@@ -238,13 +299,29 @@ export class AccountOutbox {
       outcome = { ok: false, failure: classifySendError(err) };
     }
     try {
-      await this.record(messageId, attempt, waId, outcome);
+      return await this.record(messageId, attempt, outcome);
     } catch (err) {
-      if (err instanceof StaleOwnerError) return this.lostOwnership();
+      if (err instanceof StaleOwnerError) this.lostOwnership();
       // The claim expires and the message is resolved again (same id): nothing is lost.
-      log.warn({ messageId, err: String(err) }, 'recording a send result failed; the claim will expire and be resolved');
-      this.pauseFor(1_000);
+      else this.d.log.warn({ messageId, err: String(err) }, 'recording a send result failed; the claim will expire and be resolved');
+      return true;
     }
+  }
+
+  /** Hands claimed but unsent messages back to the queue, as they were (no attempt counted). */
+  private async unclaim(ids: string[]): Promise<void> {
+    await Promise.all(
+      ids.map(async (messageId) => {
+        try {
+          await this.write({ kind: 'unclaim', messageId });
+          const doc = this.pending.get(messageId);
+          if (doc) this.pending.set(messageId, { ...doc, status: 'queued', leaseUntil: null, nextAttemptAt: null, attemptCount: Math.max(0, (doc.attemptCount ?? 1) - 1) });
+        } catch (err) {
+          // Left claimed: resolved by a resend under the same id once the claim expires.
+          if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) this.d.log.warn({ messageId, err: String(err) }, 'handing a message back failed');
+        }
+      }),
+    );
   }
 
   private dueFields(status: 'queued' | 'sending', at: number) {
@@ -274,30 +351,44 @@ export class AccountOutbox {
     if (this.sentIds.size > REMEMBERED_IDS) this.sentIds.delete(this.sentIds.keys().next().value!);
   }
 
-  private async record(messageId: string, attempt: number, waId: string, outcome: AckResult): Promise<void> {
-    const { accountId, store, log, metrics } = this.d;
+  /**
+   * An ack is recorded in the background: the next message goes out meanwhile (a crash before the
+   * write lands leaves a claim that is resolved by a resend under the same id). Failures are
+   * awaited, so the message's next attempt never races its requeue.
+   */
+  private async record(messageId: string, attempt: number, outcome: AckResult): Promise<boolean> {
+    const { log, metrics } = this.d;
     if (outcome.ok) {
-      const res = await store.markSent(accountId, messageId, outcome.atMs);
       this.pending.delete(messageId);
-      metrics.sent(res?.createdAtMs ? Date.now() - res.createdAtMs : null);
-      return;
+      this.settling.add(messageId);
+      this.write({ kind: 'progress', messageId, sentAtMs: outcome.atMs })
+        .then(
+          // Counted even when a receipt recorded it first (the ack op then changes nothing).
+          (res) => ACCEPTED.has(res.status) && metrics.sent(res.createdAtMs ? Date.now() - res.createdAtMs : null),
+          (err: unknown) => {
+            if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) log.warn({ messageId, err: String(err) }, 'recording an ack failed; the claim will expire and be resolved');
+          },
+        )
+        .finally(() => this.settling.delete(messageId));
+      return false;
     }
     const failure = outcome.failure;
     if (!failure.retryable || attempt >= this.d.maxAttempts) {
       const final = failure.retryable ? failures.retriesExhausted(attempt, failure) : failure;
-      await store.fail(accountId, messageId, final);
+      await this.write({ kind: 'fail', messageId, failure: final });
       this.pending.delete(messageId);
       metrics.failed(final.code);
       log.warn({ messageId, code: final.code, attempt }, 'message failed');
-      return;
+      return false;
     }
     const delay = backoffDelay(attempt - 1, { baseMs: 2_000, maxMs: 5 * 60_000, jitter: 'equal' });
     const at = Date.now() + delay;
-    await store.requeue(accountId, messageId, at, failure);
+    await this.write({ kind: 'requeue', messageId, nextAttemptAtMs: at, failure });
     const doc = this.pending.get(messageId);
     if (doc) this.pending.set(messageId, { ...doc, status: 'queued', nextAttemptAt: Timestamp.fromMillis(at), leaseUntil: null });
     metrics.retried(failure.code);
     log.info({ messageId, code: failure.code, attempt, retryInMs: delay }, 'send attempt failed; will retry');
+    return true;
   }
 
   private lostOwnership(): void {
@@ -334,19 +425,26 @@ export class AccountOutbox {
     }
   }
 
+  /** Finds the message a receipt is for (in order per account: a read never lands before its delivery) and hands it to the writer. */
   private async applyReceipt(waId: string, kind: ReceiptKind, atMs: number): Promise<void> {
     const { accountId, store, log, metrics } = this.d;
-    for (let attempt = 0; attempt < 5 && !this.stopped; attempt++) {
+    let messageId = this.sentIds.get(waId);
+    for (let attempt = 0; !messageId && attempt < 5 && !this.stopped; attempt++) {
       try {
-        const messageId = this.sentIds.get(waId) ?? (await store.findByWaId(accountId, waId));
+        messageId = (await withTimeout(store.findByWaId(accountId, waId), 10_000, 'outbox lookup by WhatsApp id')) ?? undefined;
         if (!messageId) return; // not an outbox message (sent from the phone, say)
-        if (await store.markReceipt(accountId, messageId, kind, atMs)) metrics.receipt(kind);
-        return;
       } catch (err) {
-        if (err instanceof StaleOwnerError) return;
-        log.warn({ waId, kind, err: String(err) }, 'recording a receipt failed; retrying');
+        log.warn({ waId, kind, err: String(err) }, 'looking up the message of a receipt failed; retrying');
         await this.pauseFor(backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 }));
       }
     }
+    if (!messageId) return;
+    const op: OutboxOp = kind === 'delivered' ? { kind: 'progress', messageId, deliveredAtMs: atMs } : { kind: 'progress', messageId, readAtMs: atMs };
+    this.write(op).then(
+      (res) => res.changed && metrics.receipt(kind),
+      (err: unknown) => {
+        if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) log.warn({ waId, kind, err: String(err) }, 'recording a receipt failed');
+      },
+    );
   }
 }

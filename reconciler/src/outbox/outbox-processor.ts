@@ -80,6 +80,7 @@ export class OutboxProcessor {
         metrics: metrics.outbox,
         maxAttempts: config.maxAttempts,
         ackTimeoutMs: config.ackTimeoutMs,
+        claimBatch: claimBatchSize(config.perAccountPerMinute),
         pace: (send) => this.pace(accountId, send),
         owner: () => {
           const grant = leases.held(accountId);
@@ -155,10 +156,9 @@ export class OutboxProcessor {
   /** A document written around the rules (console, admin SDK) that is not a message: fail it, visibly. */
   private rejectInvalid(accountId: string, id: string, detail: string): void {
     if (!this.o.leases.held(accountId)) return;
-    this.store.fail(accountId, id, failures.invalidMessage(detail)).then(
-      (changed) => changed && this.o.metrics.outbox.failed('InvalidMessage'),
-      (err: unknown) => this.o.log.warn({ accountId, messageId: id, err: String(err) }, 'failing an invalid outbox document failed'),
-    );
+    this.account(accountId)
+      .reject(id, failures.invalidMessage(detail))
+      .catch((err: unknown) => this.o.log.warn({ accountId, messageId: id, err: String(err) }, 'failing an invalid outbox document failed'));
   }
 
   // ------------------------------------------------------------------ stuck outboxes
@@ -190,11 +190,20 @@ export class OutboxProcessor {
     }
   }
 
-  /** Stops taking messages and waits (bounded by the caller) for the ones in flight to settle. */
-  async stop(): Promise<void> {
+  /** Stops taking messages and waits, at most `timeoutMs`, for the ones in flight to settle and be recorded. */
+  async stop(timeoutMs: number): Promise<void> {
     this.listener.stop();
     if (this.stuckTimer) clearInterval(this.stuckTimer);
     // Queued sends are not cleared (their callers would wait forever); they return at once now.
-    await Promise.all([...this.accounts.values()].map((a) => a.stop()));
+    await Promise.all([...this.accounts.values()].map((a) => a.stop(timeoutMs)));
   }
+}
+
+/**
+ * How many messages an account claims per transaction: about ten seconds of its pacing, at most
+ * 25 (a crash resends at most that many, under their same ids), one when pacing is slow.
+ */
+export function claimBatchSize(perAccountPerMinute: number): number {
+  if (perAccountPerMinute <= 0) return 25;
+  return Math.max(1, Math.min(25, Math.floor(perAccountPerMinute / 6)));
 }

@@ -1,7 +1,8 @@
 /**
  * Every outbox write of the reconciler, each a transaction fenced by the account's lease: only the
  * current owner (lease holder at its epoch) moves a message, and every move re-reads the document,
- * so a listener's stale view can never move a message backwards or send it twice.
+ * so a listener's stale view can never move a message backwards or send it twice. Claims are one
+ * transaction per message; everything after a claim is batched per account (`settle`).
  */
 import { buildQuery, Collections, OUTBOX_PROGRESS, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
@@ -14,6 +15,24 @@ export type ClaimResult =
   | { kind: 'skip'; status: OutboxStatus | 'missing'; nextAttemptAt: number | null };
 
 export type ReceiptKind = 'delivered' | 'read';
+
+/** What happened to a claimed message, to be recorded by the account's writer. */
+export type OutboxOp =
+  /** The server's ack (`sentAtMs`) and/or receipts; each time is kept once, the status only moves forward. */
+  | { kind: 'progress'; messageId: string; sentAtMs?: number; deliveredAtMs?: number; readAtMs?: number }
+  /** A retryable failure: back to `queued`, due at `nextAttemptAtMs`, with the last error for people. */
+  | { kind: 'requeue'; messageId: string; nextAttemptAtMs: number; failure: SendFailure }
+  /** Final failure, from `queued` or `sending` only (a message WhatsApp accepted is never failed). */
+  | { kind: 'fail'; messageId: string; failure: SendFailure }
+  /** Our claim of a message we did not send after all: back to `queued` as it was, no attempt counted. */
+  | { kind: 'unclaim'; messageId: string };
+
+export interface OpResult {
+  changed: boolean;
+  /** The message's status after the op (null: no such message of this account). */
+  status: OutboxStatus | null;
+  createdAtMs: number | null;
+}
 
 const sameOwner = (a: Owner | null | undefined, b: Owner) => !!a && a.instanceId === b.instanceId && a.epoch === b.epoch;
 const millis = (t: unknown): number | null => (t instanceof Timestamp ? t.toMillis() : null);
@@ -31,114 +50,124 @@ export class OutboxStore {
   }
 
   /**
-   * `queued` (and due) → `sending`. A message left `sending` by an earlier owner or an expired
-   * claim is claimed again to be resent under the same WhatsApp id (`resend`): whether the first
-   * attempt reached WhatsApp is unknown, and the same id makes a repeat harmless.
+   * `queued` (and due) → `sending`, for each of `messageIds` in one transaction (every commit is
+   * paid for, by Firestore and by every listener on the outbox). A message left `sending` by an
+   * earlier owner or an expired claim is claimed again to be resent under the same WhatsApp id
+   * (`resend`): whether the first attempt reached WhatsApp is unknown, and the same id makes a
+   * repeat harmless.
    */
-  claim(accountId: string, messageId: string): Promise<ClaimResult> {
-    return this.leases.fenced(accountId, async (tx, owner) => {
-      const snap = await tx.get(this.ref(messageId));
-      if (!snap.exists) return { kind: 'skip', status: 'missing', nextAttemptAt: null };
-      const doc = snap.data() as OutboxDoc;
-      const now = Date.now();
-      const due = millis(doc.nextAttemptAt);
-      if (doc.accountId !== accountId) return { kind: 'skip', status: 'missing', nextAttemptAt: null };
-      if (doc.status === 'queued') {
-        if (due !== null && due > now) return { kind: 'skip', status: 'queued', nextAttemptAt: due };
-      } else if (doc.status === 'sending') {
-        const until = millis(doc.leaseUntil) ?? 0;
-        if (sameOwner(doc.claimedBy, owner) && until > now) return { kind: 'skip', status: 'sending', nextAttemptAt: until };
-      } else {
-        return { kind: 'skip', status: doc.status, nextAttemptAt: null };
-      }
-      const attempt = (doc.attemptCount ?? 0) + 1;
-      const waId = doc.providerMessageId ?? waMessageId(messageId);
-      tx.update(this.ref(messageId), {
-        status: 'sending',
-        claimedBy: owner,
-        leaseUntil: Timestamp.fromMillis(now + this.claimTtlMs),
-        attemptCount: attempt,
-        providerMessageId: waId,
-        nextAttemptAt: null,
-      });
-      return { kind: 'claimed', attempt, waId, doc, resend: doc.status === 'sending' };
-    });
+  claim(accountId: string, messageIds: readonly string[]): Promise<ClaimResult[]> {
+    return this.leases.fencedGetAll(
+      accountId,
+      messageIds.map((id) => this.ref(id)),
+      (tx, owner, snaps) => {
+        const now = Date.now();
+        return messageIds.map((messageId, i): ClaimResult => {
+          const doc = snaps[i]!.data() as OutboxDoc | undefined;
+          if (!doc || doc.accountId !== accountId) return { kind: 'skip', status: 'missing', nextAttemptAt: null };
+          const due = millis(doc.nextAttemptAt);
+          if (doc.status === 'queued') {
+            if (due !== null && due > now) return { kind: 'skip', status: 'queued', nextAttemptAt: due };
+          } else if (doc.status === 'sending') {
+            const until = millis(doc.leaseUntil) ?? 0;
+            if (sameOwner(doc.claimedBy, owner) && until > now) return { kind: 'skip', status: 'sending', nextAttemptAt: until };
+          } else {
+            return { kind: 'skip', status: doc.status, nextAttemptAt: null };
+          }
+          const attempt = (doc.attemptCount ?? 0) + 1;
+          const waId = doc.providerMessageId ?? waMessageId(messageId);
+          tx.update(this.ref(messageId), {
+            status: 'sending',
+            claimedBy: owner,
+            leaseUntil: Timestamp.fromMillis(now + this.claimTtlMs),
+            attemptCount: attempt,
+            providerMessageId: waId,
+            nextAttemptAt: null,
+          });
+          return { kind: 'claimed', attempt, waId, doc, resend: doc.status === 'sending' };
+        });
+      },
+    );
   }
 
-  /** WhatsApp acked: `sent`. Receipts that raced ahead of this write keep their later status. */
-  markSent(accountId: string, messageId: string, sentAtMs: number): Promise<{ createdAtMs: number | null } | null> {
-    return this.leases.fenced(accountId, async (tx) => {
-      const snap = await tx.get(this.ref(messageId));
-      if (!snap.exists) return null;
-      const doc = snap.data() as OutboxDoc;
-      if (doc.status === 'failed' || doc.status === 'cancelled') return null;
-      const patch: Record<string, unknown> = { leaseUntil: null, error: null };
-      if (!doc.sentAt) patch['sentAt'] = Timestamp.fromMillis(sentAtMs);
-      if (OUTBOX_PROGRESS[doc.status] < OUTBOX_PROGRESS.sent) patch['status'] = 'sent';
-      tx.update(this.ref(messageId), patch);
-      return { createdAtMs: millis(doc.createdAt) };
-    });
-  }
-
-  /** A delivery or read receipt; statuses only move forward, and each time is kept once. */
-  markReceipt(accountId: string, messageId: string, kind: ReceiptKind, atMs: number): Promise<boolean> {
-    return this.leases.fenced(accountId, async (tx) => {
-      const snap = await tx.get(this.ref(messageId));
-      if (!snap.exists) return false;
-      const doc = snap.data() as OutboxDoc;
-      if (doc.status === 'failed' || doc.status === 'cancelled') return false;
-      const at = Timestamp.fromMillis(atMs);
-      const patch: Record<string, unknown> = {};
-      if (kind === 'delivered' && !doc.deliveredAt) patch['deliveredAt'] = at;
-      if (kind === 'read' && !doc.readAt) patch['readAt'] = at;
-      // A receipt proves WhatsApp took the message, even if our own ack write has not landed yet.
-      if (!doc.sentAt) patch['sentAt'] = at;
-      if (OUTBOX_PROGRESS[doc.status] < OUTBOX_PROGRESS[kind]) {
-        patch['status'] = kind;
-        patch['leaseUntil'] = null;
-      }
-      if (Object.keys(patch).length === 0) return false;
-      tx.update(this.ref(messageId), patch);
-      return true;
-    });
-  }
-
-  /** A retryable failure: back to `queued`, due at `nextAttemptAt`, with the last error for people. */
-  requeue(accountId: string, messageId: string, nextAttemptAtMs: number, failure: SendFailure): Promise<boolean> {
-    return this.leases.fenced(accountId, async (tx, owner) => {
-      const snap = await tx.get(this.ref(messageId));
-      const doc = snap.data() as OutboxDoc | undefined;
-      if (!doc || doc.status !== 'sending' || !sameOwner(doc.claimedBy, owner)) return false;
-      tx.update(this.ref(messageId), {
-        status: 'queued',
-        nextAttemptAt: Timestamp.fromMillis(nextAttemptAtMs),
-        leaseUntil: null,
-        error: { code: failure.code, message: failure.message },
-      });
-      return true;
-    });
-  }
-
-  /** Final failure, from `queued` or `sending` only (a message WhatsApp accepted is never failed). */
-  fail(accountId: string, messageId: string, failure: SendFailure): Promise<boolean> {
-    return this.leases.fenced(accountId, async (tx) => {
-      const snap = await tx.get(this.ref(messageId));
-      const doc = snap.data() as OutboxDoc | undefined;
-      if (!doc || (doc.status !== 'queued' && doc.status !== 'sending')) return false;
-      tx.update(this.ref(messageId), {
-        status: 'failed',
-        leaseUntil: null,
-        nextAttemptAt: null,
-        error: { code: failure.code, message: failure.message },
-        failedAt: FieldValue.serverTimestamp(),
-      });
-      return true;
-    });
+  /**
+   * Applies a batch of outcomes in one fenced transaction (lease and documents in one read), in
+   * order per message. The per-account writer is the only caller after a claim, so no two
+   * transactions of this process ever contend for one message (the emulator resolves that by a
+   * multi-second lock timeout; production by aborts and retries).
+   */
+  settle(accountId: string, ops: readonly OutboxOp[]): Promise<OpResult[]> {
+    const ids = [...new Set(ops.map((o) => o.messageId))];
+    return this.leases.fencedGetAll(
+      accountId,
+      ids.map((id) => this.ref(id)),
+      (tx, owner, snaps) => {
+        const docs = new Map<string, OutboxDoc | null>();
+        ids.forEach((id, i) => {
+          const data = snaps[i]!.data() as OutboxDoc | undefined;
+          docs.set(id, data && data.accountId === accountId ? { ...data } : null);
+        });
+        const patches = new Map<string, Record<string, unknown>>();
+        const results = ops.map((op) => {
+          const doc = docs.get(op.messageId);
+          if (!doc) return { changed: false, status: null, createdAtMs: null };
+          const patch = applyOp(doc, op, owner);
+          if (patch) {
+            Object.assign(doc, patch);
+            patches.set(op.messageId, { ...patches.get(op.messageId), ...patch });
+          }
+          return { changed: !!patch, status: doc.status, createdAtMs: millis(doc.createdAt) };
+        });
+        for (const [id, patch] of patches) tx.update(this.ref(id), patch);
+        return results;
+      },
+    );
   }
 
   /** The outbox message a receipt refers to, when this process does not remember sending it. */
   async findByWaId(accountId: string, waId: string): Promise<string | null> {
     const snap = await buildQuery(this.db.collection(Collections.outbox), 'outboxByProviderId', [accountId, waId]).limit(1).get();
     return snap.docs[0]?.id ?? null;
+  }
+}
+
+/** The patch `op` makes to `doc`, or null when it changes nothing. */
+function applyOp(doc: OutboxDoc, op: OutboxOp, owner: Owner): Record<string, unknown> | null {
+  switch (op.kind) {
+    case 'progress': {
+      if (doc.status === 'failed' || doc.status === 'cancelled') return null;
+      const patch: Record<string, unknown> = {};
+      // A receipt proves WhatsApp took the message, even if the ack never came or was not recorded.
+      const acceptedAt = op.sentAtMs ?? op.deliveredAtMs ?? op.readAtMs;
+      if (!doc.sentAt && acceptedAt !== undefined) patch['sentAt'] = Timestamp.fromMillis(acceptedAt);
+      if (op.deliveredAtMs !== undefined && !doc.deliveredAt) patch['deliveredAt'] = Timestamp.fromMillis(op.deliveredAtMs);
+      if (op.readAtMs !== undefined && !doc.readAt) patch['readAt'] = Timestamp.fromMillis(op.readAtMs);
+      const target: OutboxStatus = op.readAtMs !== undefined ? 'read' : op.deliveredAtMs !== undefined ? 'delivered' : 'sent';
+      if (OUTBOX_PROGRESS[doc.status] < OUTBOX_PROGRESS[target]) {
+        if (doc.status === 'queued' || doc.status === 'sending') Object.assign(patch, { leaseUntil: null, nextAttemptAt: null, error: null });
+        patch['status'] = target;
+      }
+      return Object.keys(patch).length > 0 ? patch : null;
+    }
+    case 'requeue':
+      if (doc.status !== 'sending' || !sameOwner(doc.claimedBy, owner)) return null;
+      return {
+        status: 'queued',
+        nextAttemptAt: Timestamp.fromMillis(op.nextAttemptAtMs),
+        leaseUntil: null,
+        error: { code: op.failure.code, message: op.failure.message },
+      };
+    case 'unclaim':
+      if (doc.status !== 'sending' || !sameOwner(doc.claimedBy, owner)) return null;
+      return { status: 'queued', leaseUntil: null, nextAttemptAt: null, attemptCount: Math.max(0, (doc.attemptCount ?? 1) - 1) };
+    case 'fail':
+      if (doc.status !== 'queued' && doc.status !== 'sending') return null;
+      return {
+        status: 'failed',
+        leaseUntil: null,
+        nextAttemptAt: null,
+        error: { code: op.failure.code, message: op.failure.message },
+        failedAt: FieldValue.serverTimestamp(),
+      };
   }
 }
