@@ -185,6 +185,8 @@ export class AccountOutbox {
   }
 
   private async run(): Promise<void> {
+    // Let the rest of a listener snapshot arrive first, so a round claims all of it.
+    await Promise.resolve();
     while (!this.stopped && this.connected && this.d.owner()) {
       const next = this.pick(Date.now());
       if (!next) return;

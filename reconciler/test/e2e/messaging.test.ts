@@ -114,6 +114,24 @@ describe('outbox', () => {
     expect([...shown('ack lost once')]).toEqual([waMessageId(id)]);
   });
 
+  it('a message sent back to the queue holds back its recipient’s later messages claimed with it, which keep their attempt count', async () => {
+    h.sim.injectFault({ kind: 'no-ack', target: deviceOf('m-01'), times: 1 });
+    h.sim.injectFault({ kind: 'no-receipts', target: deviceOf('m-01'), times: 1 });
+    const texts = ['order 1', 'order 2', 'order 3'];
+    const base = Date.now();
+    const ids = texts.map((_, i) => `msg-order-${i}-${base}`);
+    // One commit, one snapshot: the three are claimed in one round.
+    const batch = h.db.batch();
+    ids.forEach((id, i) => batch.set(h.db.doc(`outbox/${id}`), { accountId: 'm-01', to: ALICE, text: texts[i], createdAt: Timestamp.fromMillis(base + i), createdBy: 'uid-test', status: 'queued', attemptCount: 0 }));
+    await batch.commit();
+    const docs = await Promise.all(ids.map((id) => waitStatus(id, 'read', 30_000)));
+    expect(docs.map((d) => d.attemptCount)).toEqual([2, 1, 1]);
+    // Alice got 1 (twice, under one id), then 2, then 3: nothing overtook the retried message.
+    const got = alice.received().filter((m) => texts.includes(m.text ?? ''));
+    expect(got.map((m) => m.text)).toEqual(['order 1', 'order 1', 'order 2', 'order 3']);
+    expect(new Set(got.filter((m) => m.text === 'order 1').map((m) => m.id)).size).toBe(1);
+  });
+
   it('retries stop after OUTBOX_MAX_ATTEMPTS with the last reason', async () => {
     h.sim.injectFault({ kind: 'no-ack', target: deviceOf('m-01'), times: 3 });
     h.sim.injectFault({ kind: 'no-receipts', target: deviceOf('m-01'), times: 3 });
