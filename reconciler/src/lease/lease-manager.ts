@@ -140,13 +140,8 @@ export class LeaseManager {
    * Runs `write` in a transaction that first proves we still own the account. Reads done by
    * `write` must come through the transaction it is given (Firestore wants reads before writes).
    */
-  async fenced<T>(accountId: string, write: (tx: Transaction, owner: Owner) => Promise<T> | T): Promise<T> {
-    const grant = this.grants.get(accountId);
-    if (!grant) throw new StaleOwnerError(accountId, 'no lease held');
-    return this.db.runTransaction(async (tx) => {
-      await this.assertOwner(tx, grant);
-      return write(tx, { instanceId: grant.instanceId, epoch: grant.epoch });
-    });
+  fenced<T>(accountId: string, write: (tx: Transaction, owner: Owner) => Promise<T> | T): Promise<T> {
+    return this.fencedGetAll(accountId, [], (tx, owner) => write(tx, owner));
   }
 
   /**

@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { StaleOwnerError } from '../lease/lease-manager.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { withTimeout } from '../util/deadline.ts';
-import type { ClaimResult, OpResult, OutboxOp, OutboxStore, ReceiptKind } from './outbox-store.ts';
+import { sameOwner, type ClaimResult, type OutboxOp, type OutboxStore, type ReceiptKind } from './outbox-store.ts';
 import { OutboxWriter, WriterStoppedError } from './outbox-writer.ts';
 import { classifySendError, failures, SendFailureError, type SendFailure } from './send-errors.ts';
 
@@ -52,6 +52,9 @@ const DELIVERY_ACK = 3;
 const READ = 4;
 const PLAYED = 5;
 const REMEMBERED_IDS = 20_000;
+/** A write that was refused because the lease is gone or sending stopped: expected, not worth a warning. */
+const writeRefused = (err: unknown) => err instanceof StaleOwnerError || err instanceof WriterStoppedError;
+
 /** Statuses of a message WhatsApp took. */
 const ACCEPTED = new Set<OutboxStatus | null>(['sent', 'delivered', 'read']);
 
@@ -144,35 +147,32 @@ export class AccountOutbox {
     await this.writer.drain(Math.max(0, deadline - Date.now()));
   }
 
-  /** Fails every waiting message for good (banned or deleted account); all in one write. */
+  /** Fails every waiting message for good (banned or deleted account); the writer groups them into few commits. */
   async failAll(failure: SendFailure): Promise<number> {
-    const ids = [...this.pending.keys()];
     const results = await Promise.all(
-      ids.map((id) =>
-        this.write({ kind: 'fail', messageId: id, failure }).then(
-          (r) => {
+      [...this.pending.keys()].map((id) =>
+        this.failForGood(id, failure).then(
+          (changed) => {
             this.pending.delete(id);
-            return r.changed;
+            return changed;
           },
           (err: unknown) => (this.d.log.warn({ messageId: id, err: String(err) }, 'failing a message failed'), false),
         ),
       ),
     );
-    const n = results.filter(Boolean).length;
-    for (let i = 0; i < n; i++) this.d.metrics.failed(failure.code);
-    return n;
+    return results.filter(Boolean).length;
   }
 
   /** A document that is not a valid message (written around the rules): failed, visibly. */
-  async reject(messageId: string, failure: SendFailure): Promise<boolean> {
+  reject(messageId: string, failure: SendFailure): Promise<boolean> {
     this.pending.delete(messageId);
-    const { changed } = await this.write({ kind: 'fail', messageId, failure });
-    if (changed) this.d.metrics.failed(failure.code);
-    return changed;
+    return this.failForGood(messageId, failure);
   }
 
-  private write(op: OutboxOp): Promise<OpResult> {
-    return this.writer.submit(op);
+  private async failForGood(messageId: string, failure: SendFailure): Promise<boolean> {
+    const { changed } = await this.writer.submit({ kind: 'fail', messageId, failure });
+    if (changed) this.d.metrics.failed(failure.code);
+    return changed;
   }
 
   // ------------------------------------------------------------------ the send loop
@@ -211,7 +211,7 @@ export class AccountOutbox {
       if (blocked.has(doc.to)) continue;
       const due = doc.status === 'sending' ? (doc.leaseUntil?.toMillis() ?? 0) : (doc.nextAttemptAt?.toMillis() ?? 0);
       // A claim of another owner (an earlier process) is resolved at once: we hold the lease now.
-      const foreignClaim = doc.status === 'sending' && !this.claimedByUs(doc);
+      const foreignClaim = doc.status === 'sending' && !sameOwner(doc.claimedBy, this.d.owner());
       if (foreignClaim || due <= now) {
         ids.push(id);
         if (ids.length >= this.d.claimBatch) break;
@@ -222,11 +222,6 @@ export class AccountOutbox {
     }
     if (ids.length > 0) return { ids };
     return wakeAt === null ? null : { wakeAt };
-  }
-
-  private claimedByUs(doc: OutboxDoc): boolean {
-    const o = this.d.owner();
-    return !!o && doc.claimedBy?.instanceId === o.instanceId && doc.claimedBy.epoch === o.epoch;
   }
 
   private wakeAt(at: number): void {
@@ -315,12 +310,12 @@ export class AccountOutbox {
     await Promise.all(
       ids.map(async (messageId) => {
         try {
-          await this.write({ kind: 'unclaim', messageId });
+          await this.writer.submit({ kind: 'unclaim', messageId });
           const doc = this.pending.get(messageId);
           if (doc) this.pending.set(messageId, { ...doc, status: 'queued', leaseUntil: null, nextAttemptAt: null, attemptCount: Math.max(0, (doc.attemptCount ?? 1) - 1) });
         } catch (err) {
           // Left claimed: resolved by a resend under the same id once the claim expires.
-          if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) this.d.log.warn({ messageId, err: String(err) }, 'handing a message back failed');
+          if (!writeRefused(err)) this.d.log.warn({ messageId, err: String(err) }, 'handing a message back failed');
         }
       }),
     );
@@ -363,12 +358,12 @@ export class AccountOutbox {
     if (outcome.ok) {
       this.pending.delete(messageId);
       this.settling.add(messageId);
-      this.write({ kind: 'progress', messageId, sentAtMs: outcome.atMs })
+      this.writer.submit({ kind: 'progress', messageId, sentAtMs: outcome.atMs })
         .then(
           // Counted even when a receipt recorded it first (the ack op then changes nothing).
           (res) => ACCEPTED.has(res.status) && metrics.sent(res.createdAtMs ? Date.now() - res.createdAtMs : null),
           (err: unknown) => {
-            if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) log.warn({ messageId, err: String(err) }, 'recording an ack failed; the claim will expire and be resolved');
+            if (!writeRefused(err)) log.warn({ messageId, err: String(err) }, 'recording an ack failed; the claim will expire and be resolved');
           },
         )
         .finally(() => this.settling.delete(messageId));
@@ -377,7 +372,7 @@ export class AccountOutbox {
     const failure = outcome.failure;
     if (!failure.retryable || attempt >= this.d.maxAttempts) {
       const final = failure.retryable ? failures.retriesExhausted(attempt, failure) : failure;
-      await this.write({ kind: 'fail', messageId, failure: final });
+      await this.writer.submit({ kind: 'fail', messageId, failure: final });
       this.pending.delete(messageId);
       metrics.failed(final.code);
       log.warn({ messageId, code: final.code, attempt }, 'message failed');
@@ -385,7 +380,7 @@ export class AccountOutbox {
     }
     const delay = backoffDelay(attempt - 1, { baseMs: 2_000, maxMs: 5 * 60_000, jitter: 'equal' });
     const at = Date.now() + delay;
-    await this.write({ kind: 'requeue', messageId, nextAttemptAtMs: at, failure });
+    await this.writer.submit({ kind: 'requeue', messageId, nextAttemptAtMs: at, failure });
     const doc = this.pending.get(messageId);
     if (doc) this.pending.set(messageId, { ...doc, status: 'queued', nextAttemptAt: Timestamp.fromMillis(at), leaseUntil: null });
     metrics.retried(failure.code);
@@ -442,10 +437,10 @@ export class AccountOutbox {
     }
     if (!messageId) return;
     const op: OutboxOp = kind === 'delivered' ? { kind: 'progress', messageId, deliveredAtMs: atMs } : { kind: 'progress', messageId, readAtMs: atMs };
-    this.write(op).then(
+    this.writer.submit(op).then(
       (res) => res.changed && metrics.receipt(kind),
       (err: unknown) => {
-        if (!(err instanceof StaleOwnerError || err instanceof WriterStoppedError)) log.warn({ waId, kind, err: String(err) }, 'recording a receipt failed');
+        if (!writeRefused(err)) log.warn({ waId, kind, err: String(err) }, 'recording a receipt failed');
       },
     );
   }

@@ -34,7 +34,8 @@ export interface OpResult {
   createdAtMs: number | null;
 }
 
-const sameOwner = (a: Owner | null | undefined, b: Owner) => !!a && a.instanceId === b.instanceId && a.epoch === b.epoch;
+/** Whether a claim (`claimedBy`) is the given owner's: same instance and same lease epoch. */
+export const sameOwner = (a: Owner | null | undefined, b: Owner | null) => !!a && !!b && a.instanceId === b.instanceId && a.epoch === b.epoch;
 const millis = (t: unknown): number | null => (t instanceof Timestamp ? t.toMillis() : null);
 
 export class OutboxStore {
