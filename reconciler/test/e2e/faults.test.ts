@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers.ts';
 import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
 
-const accounts = ['f-515', 'f-503', 'f-500', 'f-440', 'f-401', 'f-403', 'f-405', 'f-411', 'f-428', 'f-408', 'f-hang', 'f-flap'] as const;
+const accounts = ['f-515', 'f-503', 'f-500', 'f-440', 'f-401', 'f-403', 'f-405', 'f-411', 'f-428', 'f-408', 'f-hang'] as const;
 const numberOf = (id: string) => `1555000${6000 + accounts.indexOf(id as (typeof accounts)[number])}`;
 
 let h: Harness;
@@ -124,22 +124,40 @@ describe('disconnect policy, end to end', () => {
     h.sim.clearFaults(reject);
     await connectedAgain('f-hang', t);
   });
+});
+
+describe('circuit breaker', () => {
+  // Its own reconciler and one account: the breaker counts every failure of the last hour, so
+  // a failure anywhere else in this file (a slow connect on a loaded CI machine while twelve
+  // accounts link) would be counted too. Lenient connect and keep-alive deadlines for the same
+  // reason: the only failures here are the injected ones.
+  let f: Harness;
+  const phone = '15550006101';
+  beforeAll(async () => {
+    f = await startHarness('flap');
+    await f.startReconciler({ timeouts: { connectDeadlineMs: 20_000, connectTimeoutMs: 20_000, keepAliveIntervalMs: 10_000 } });
+    await f.createAccount('f-flap');
+    await scanPublishedQr(f, 'f-flap', phone);
+    await f.waitForPhase('f-flap', 'connected');
+  });
+  afterAll(() => f.close());
 
   it('more than 3 failures in an hour open the circuit-breaker incident', async () => {
+    const incident = async () => (await f.db.doc('incidents/f-flap__FlappingConnection').get()).data();
     const fail = async () => {
       const t = Date.now();
-      h.sim.injectFault({ kind: 'drop', target: numberOf('f-flap') });
-      await h.waitForPhase('f-flap', (s) => (s.lastDisconnect as { at: Timestamp } | null)?.at.toMillis() !== undefined && (s.lastDisconnect as { at: Timestamp }).at.toMillis() >= t);
-      await connectedAgain('f-flap', t);
+      f.sim.injectFault({ kind: 'drop', target: phone });
+      await f.waitForPhase('f-flap', (s) => (s.lastDisconnect as { at: Timestamp } | null)?.at.toMillis() !== undefined && (s.lastDisconnect as { at: Timestamp }).at.toMillis() >= t);
+      await f.waitForPhase('f-flap', (s) => s.phase === 'connected' && (s.lastConnectedAt as Timestamp).toMillis() > t, 30_000);
     };
     for (let i = 0; i < 3; i++) await fail();
     // Three failures are within the budget: nothing is raised at all, so this check cannot race.
-    expect(await incident('f-flap__FlappingConnection')).toBeUndefined();
+    expect(await incident()).toBeUndefined();
     await fail();
-    expect(await waitFor(async () => incident('f-flap__FlappingConnection'), { timeoutMs: 10_000 })).toMatchObject({ open: true, severity: 'warning' });
-    // The injected 440 is a stream error, not a second connection: no real conflict ever happened.
-    expect(h.sim.totalConflicts()).toBe(0);
-  });
+    expect(await waitFor(incident, { timeoutMs: 10_000 })).toMatchObject({ open: true, severity: 'warning', message: expect.stringMatching(/failed 4 times in the last hour/) });
+    // A drop is not a second connection: no real conflict ever happened.
+    expect(f.sim.totalConflicts()).toBe(0);
+  }, 120_000);
 });
 
 describe('zombie connection', () => {
