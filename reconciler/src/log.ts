@@ -243,3 +243,32 @@ export function baileysLogger(parent: Logger, accountId: string, options: { leve
   const fallback = LEVEL_ORDER.indexOf(parent.level) > LEVEL_ORDER.indexOf('warn') ? parent.level : 'warn';
   return parent.child({ component: 'baileys', accountId }, { level: options.level ?? fallback });
 }
+
+const CONSOLE_LEVELS = { trace: 'trace', debug: 'debug', log: 'debug', info: 'debug', warn: 'warn', error: 'error' } as const;
+type ConsoleMethod = keyof typeof CONSOLE_LEVELS;
+
+/**
+ * Sends everything written through `console` to the logger instead of raw stdout, and returns a
+ * function that restores the console. libsignal (under Baileys) prints every Signal session it
+ * opens or closes with `console.info("Closing session:", session)`, which is the session's root
+ * and chain keys and the private ephemeral key, on every line, in plain text, bypassing pino.
+ *
+ * Only the string arguments are kept (scrubbed like any message); objects become their type name,
+ * so no console call can leak what it passes along. libsignal's info chatter goes to debug.
+ */
+export function routeConsoleToLogger(log: Logger): () => void {
+  const target = log.child({ component: 'console' });
+  const saved = new Map<ConsoleMethod, (...args: unknown[]) => void>();
+  for (const method of Object.keys(CONSOLE_LEVELS) as ConsoleMethod[]) {
+    saved.set(method, console[method]);
+    const level = CONSOLE_LEVELS[method];
+    console[method] = (...args: unknown[]) => {
+      if (!target.isLevelEnabled(level)) return;
+      const text = args.map((a) => (typeof a === 'string' ? a : typeof a === 'object' && a !== null ? `[${a.constructor?.name ?? 'object'}]` : String(a))).join(' ');
+      target[level](text);
+    };
+  }
+  return () => {
+    for (const [method, fn] of saved) console[method] = fn;
+  };
+}

@@ -4,7 +4,7 @@
  */
 import { ReconcilerApp } from './app.ts';
 import { ConfigError, configSummary, loadConfig } from './config.ts';
-import { createLogger } from './log.ts';
+import { createLogger, routeConsoleToLogger } from './log.ts';
 import { trustNoiseRoot } from './session/noise-root.ts';
 
 let config;
@@ -23,6 +23,8 @@ try {
 if (config.firestore.emulatorHost) process.env.METADATA_SERVER_DETECTION ??= 'none';
 
 const log = createLogger({ level: config.logLevel });
+// libsignal prints session keys with console.info; from here on the console goes through the scrubber.
+routeConsoleToLogger(log);
 for (const warning of config.warnings) log.warn(warning);
 log.info({ config: configSummary(config) }, 'configuration');
 if (config.waSimulator) {

@@ -1,6 +1,7 @@
 import { Curve, initAuthCreds } from '@whiskeysockets/baileys';
+import { SessionRecord } from 'libsignal';
 import { describe, expect, it } from 'vitest';
-import { baileysLogger, createLogger, scrubText, scrubValue } from '../src/log.ts';
+import { baileysLogger, createLogger, routeConsoleToLogger, scrubText, scrubValue } from '../src/log.ts';
 import { LineCollector } from './helpers.ts';
 
 const PHONE = '15550001001';
@@ -132,5 +133,62 @@ describe('baileysLogger', () => {
     // Has the surface Baileys calls (ILogger): level, child and the level methods.
     const b = baileysLogger(log, 'wa-01');
     for (const m of ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'child'] as const) expect(typeof b[m]).toBe('function');
+  });
+});
+
+// libsignal's typings leave out the session-entry calls its own code (and Baileys) makes.
+const Signal = SessionRecord as unknown as { new (): { setSession(e: object): void; closeSession(e: object): void }; createEntry(): object };
+
+describe('routeConsoleToLogger', () => {
+  // The leak this closes: libsignal prints every Signal session it closes, keys and all, with
+  // console.info, straight to stdout. Seen in CI output from real sessions.
+  it('keeps libsignal’s "Closing session" keys out of stdout and out of the log', () => {
+    const raw: unknown[][] = [];
+    const methods = ['log', 'info', 'warn', 'error', 'debug', 'trace'] as const;
+    const original = methods.map((m) => console[m]);
+    // Stands in for the terminal: whatever still reaches the console itself is recorded here.
+    for (const m of methods) console[m] = (...args: unknown[]) => void raw.push(args);
+    try {
+      const { out, log } = capture('trace');
+      const restore = routeConsoleToLogger(log);
+      const privKey = Curve.generateKeyPair().private;
+      const rootKey = Buffer.from(Curve.generateKeyPair().private);
+      const record = new Signal();
+      const entry = Signal.createEntry();
+      Object.assign(entry, {
+        registrationId: 42,
+        currentRatchet: { ephemeralKeyPair: { pubKey: Buffer.alloc(33, 5), privKey: Buffer.from(privKey) }, lastRemoteEphemeralKey: Buffer.alloc(33, 7), previousCounter: 0, rootKey },
+        indexInfo: { baseKey: Buffer.alloc(33, 9), baseKeyType: 1, closed: -1, used: Date.now(), created: Date.now(), remoteIdentityKey: Buffer.alloc(33, 3) },
+      });
+      record.setSession(entry);
+      record.closeSession(entry);
+      console.warn('Session error: for', `${PHONE}@s.whatsapp.net`, { privKey });
+      restore();
+
+      expect(raw).toEqual([]);
+      const lines = out.lines();
+      expect(lines.map((l) => [l.level, l.component, l.msg])).toEqual([
+        ['debug', 'console', 'Closing session: [SessionEntry]'],
+        ['warn', 'console', 'Session error: for 1555•••••01@s.whatsapp.net [Object]'],
+      ]);
+      for (const secret of [privKey, rootKey]) for (const form of leakForms(secret)) expect(out.text).not.toContain(form);
+      // Restored: the console is what it was before.
+      console.info('after restore');
+      expect(raw).toEqual([['after restore']]);
+    } finally {
+      methods.forEach((m, i) => (console[m] = original[i]!));
+    }
+  });
+
+  it('drops console lines below the logger’s level', () => {
+    const { out, log } = capture('info');
+    const restore = routeConsoleToLogger(log);
+    try {
+      console.info('libsignal chatter');
+      console.error('a real problem');
+    } finally {
+      restore();
+    }
+    expect(out.lines().map((l) => l.msg)).toEqual(['a real problem']);
   });
 });

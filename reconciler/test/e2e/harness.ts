@@ -8,9 +8,10 @@ import path from 'node:path';
 import { startSimulator, trustSimulatorRoot, type Simulator, type SimulatorOptions } from '@wafleet/wa-sim';
 import { getApps, initializeApp } from 'firebase-admin/app';
 import { getFirestore, Timestamp, type Firestore } from 'firebase-admin/firestore';
-import pino from 'pino';
 import { ReconcilerApp } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
+import { createLogger, routeConsoleToLogger } from '../../src/log.ts';
+import type { LevelWithSilent } from 'pino';
 import type { SessionTimeouts } from '../../src/session/session-driver.ts';
 import { waitFor } from '../helpers.ts';
 
@@ -34,15 +35,22 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(name: string, simOptions: SimulatorOptions = {}): Promise<Harness> {
-  const projectId = `demo-e2e-${name}-${process.pid}`.slice(0, 30).replace(/-$/, '');
+/**
+ * `projectId` defaults to one of the file's own; a test of the callables passes the project the
+ * Functions emulator serves (and must then have that project to itself).
+ */
+export async function startHarness(name: string, simOptions: SimulatorOptions = {}, opts: { projectId?: string } = {}): Promise<Harness> {
+  const projectId = opts.projectId ?? `demo-e2e-${name}-${process.pid}`.slice(0, 30).replace(/-$/, '');
   const app = getApps().find((a) => a.name === projectId) ?? initializeApp({ projectId }, projectId);
   const db = getFirestore(app);
   const sim = await startSimulator({ controlPort: null, ...simOptions });
   const restoreTrust = trustSimulatorRoot(sim.rootPublicKey);
   const dirs: string[] = [];
   const apps: ReconcilerApp[] = [];
-  const log = pino({ level: process.env.WAFLEET_TEST_LOG ?? 'silent' });
+  const log = createLogger({ level: (process.env.WAFLEET_TEST_LOG ?? 'silent') as LevelWithSilent });
+  // As in production: libsignal's console lines (session keys) go through the scrubbing logger,
+  // here the simulator's contacts' as well as the reconciler's.
+  const restoreConsole = routeConsoleToLogger(log);
 
   const h: Harness = {
     sim,
@@ -105,6 +113,7 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
       await Promise.all(apps.map((a) => a.stop('test over')));
       restoreTrust();
       await sim.stop();
+      restoreConsole();
       await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
     },
   };
