@@ -1,6 +1,6 @@
 /**
  * The outbox's fenced writes against the real Firestore emulator: batch claims, batched outcomes
- * (forward-only, fenced, in order per message) and the per-account writer that groups them.
+ * (forward-only, fenced, in order per message) and the fleet's writer that groups them.
  */
 import { randomUUID } from 'node:crypto';
 import { getApps, initializeApp } from 'firebase-admin/app';
@@ -130,37 +130,69 @@ describe('OutboxStore.settle', () => {
 });
 
 describe('OutboxWriter', () => {
-  it('groups what arrives while a transaction runs, and resolves each op with its own result', async () => {
-    const { account, store } = await owned();
+  it('groups what arrives while a transaction runs, across accounts, and resolves each op with its own result', async () => {
+    const { account, leases, store } = await owned();
+    const second = `acc-${randomUUID().slice(0, 8)}`;
+    expect((await leases.acquire(second)).acquired).toBe(true);
     const ids = await Promise.all(Array.from({ length: 40 }, () => queue(account)));
+    const ids2 = await Promise.all(Array.from({ length: 40 }, () => queue(second)));
     await store.claim(account, ids);
-    let transactions = 0;
+    await store.claim(second, ids2);
+    const transactions: number[] = [];
     const counting = Object.assign(Object.create(store) as OutboxStore, {
-      settle: (acc: string, ops: readonly OutboxOp[]) => {
-        transactions++;
-        return store.settle(acc, ops);
+      settleMany: (groups: ReadonlyMap<string, readonly OutboxOp[]>) => {
+        transactions.push(groups.size);
+        return store.settleMany(groups);
       },
     });
-    const writer = new OutboxWriter({ accountId: account, store: counting, log, onStale: () => undefined });
+    const writer = new OutboxWriter({ store: counting, log });
+    const [a, b] = [writer.port(account, () => undefined), writer.port(second, () => undefined)];
     const t = Date.now();
-    const results = await Promise.all(ids.flatMap((messageId) => [writer.submit({ kind: 'progress', messageId, sentAtMs: t }), writer.submit({ kind: 'progress', messageId, deliveredAtMs: t + 1 })]));
-    expect(results.every((r) => r.changed)).toBe(true);
-    expect(transactions).toBeLessThan(ids.length);
-    const docs = await Promise.all(ids.map(read));
+    const submits = (port: typeof a, list: string[]) => list.flatMap((messageId) => [port.submit({ kind: 'progress', messageId, sentAtMs: t }), port.submit({ kind: 'progress', messageId, deliveredAtMs: t + 1 })]);
+    const results = await Promise.all([...submits(a, ids), ...submits(b, ids2)]);
+    expect(results.every((r) => r.changed && r.status !== null)).toBe(true);
+    // 160 ops of two accounts: a handful of commits, and the two accounts shared them.
+    expect(transactions.length).toBeLessThan(10);
+    expect(Math.max(...transactions)).toBe(2);
+    const docs = await Promise.all([...ids, ...ids2].map(read));
     expect(docs.every((d) => d.status === 'delivered')).toBe(true);
-    expect(await writer.drain(5_000)).toBe(true);
-    await expect(writer.submit({ kind: 'progress', messageId: ids[0]!, readAtMs: t })).rejects.toBeInstanceOf(WriterStoppedError);
+    // One account stopping does not stop the other.
+    expect(await a.drain(5_000)).toBe(true);
+    await expect(a.submit({ kind: 'progress', messageId: ids[0]!, readAtMs: t })).rejects.toBeInstanceOf(WriterStoppedError);
+    expect(await b.submit({ kind: 'progress', messageId: ids2[0]!, readAtMs: t + 2 })).toMatchObject({ changed: true, status: 'read' });
+    await writer.close();
+    await expect(b.submit({ kind: 'progress', messageId: ids2[1]!, readAtMs: t })).rejects.toBeInstanceOf(WriterStoppedError);
   });
 
-  it('rejects everything and reports the lost lease when fenced out', async () => {
-    const { account, store } = await owned();
+  it('rejects the ops of an account whose lease was taken over and reports it, while another account’s ops in the same commit land', async () => {
+    const { account, leases, store } = await owned();
+    const kept = `acc-${randomUUID().slice(0, 8)}`;
+    expect((await leases.acquire(kept)).acquired).toBe(true);
     const id = await queue(account);
+    const keptId = await queue(kept);
     await store.claim(account, [id]);
+    await store.claim(kept, [keptId]);
     const other = new LeaseManager(db, identity('inst-b'), { ttlMs: 60_000, hostLockHeld: false });
     await other.acquire(account);
     let stale = 0;
-    const writer = new OutboxWriter({ accountId: account, store, log, onStale: () => stale++ });
-    await expect(writer.submit({ kind: 'progress', messageId: id, sentAtMs: Date.now() })).rejects.toBeInstanceOf(StaleOwnerError);
-    expect(stale).toBe(1);
+    let keptStale = 0;
+    const sizes: number[] = [];
+    const counting = Object.assign(Object.create(store) as OutboxStore, {
+      settleMany: (groups: ReadonlyMap<string, readonly OutboxOp[]>) => {
+        sizes.push(groups.size);
+        return store.settleMany(groups);
+      },
+    });
+    const writer = new OutboxWriter({ store: counting, log });
+    const lost = writer.port(account, () => stale++);
+    const fine = writer.port(kept, () => keptStale++);
+    const [r1, r2] = await Promise.allSettled([lost.submit({ kind: 'progress', messageId: id, sentAtMs: Date.now() }), fine.submit({ kind: 'progress', messageId: keptId, sentAtMs: Date.now() })]);
+    expect(sizes).toEqual([2]);
+    expect(r1).toMatchObject({ status: 'rejected', reason: expect.any(StaleOwnerError) });
+    expect(r2).toMatchObject({ status: 'fulfilled', value: { changed: true, status: 'sent' } });
+    expect([stale, keptStale]).toEqual([1, 0]);
+    expect((await read(id)).status).toBe('sending');
+    expect((await read(keptId)).status).toBe('sent');
+    await writer.close();
   });
 });

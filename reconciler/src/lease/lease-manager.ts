@@ -158,6 +158,41 @@ export class LeaseManager {
     });
   }
 
+  /**
+   * `fencedGetAll` for several accounts in one transaction (one commit carries writes of many
+   * accounts, which is what a busy fleet pays per commit). `write` gets the owner of each account
+   * whose lease still holds; an account whose lease is gone is reported in `stale` and must not be
+   * written for.
+   */
+  async fencedGetAllMany<T>(
+    accountIds: readonly string[],
+    refs: DocumentReference[],
+    write: (tx: Transaction, owners: ReadonlyMap<string, Owner>, snaps: DocumentSnapshot[]) => Promise<T> | T,
+  ): Promise<{ result: T; stale: Map<string, StaleOwnerError> }> {
+    return this.db.runTransaction(async (tx) => {
+      const stale = new Map<string, StaleOwnerError>();
+      const grants: LeaseGrant[] = [];
+      for (const accountId of accountIds) {
+        const grant = this.grants.get(accountId);
+        if (grant) grants.push(grant);
+        else stale.set(accountId, new StaleOwnerError(accountId, 'no lease held'));
+      }
+      const wanted = [...grants.map((g) => this.leaseRef(g.accountId)), ...refs];
+      const all = wanted.length > 0 ? await tx.getAll(...wanted) : [];
+      const owners = new Map<string, Owner>();
+      grants.forEach((grant, i) => {
+        try {
+          this.checkLease(all[i]!, grant);
+          owners.set(grant.accountId, { instanceId: grant.instanceId, epoch: grant.epoch });
+        } catch (err) {
+          if (!(err instanceof StaleOwnerError)) throw err;
+          stale.set(grant.accountId, err);
+        }
+      });
+      return { result: await write(tx, owners, all.slice(grants.length)), stale };
+    });
+  }
+
   async assertOwner(tx: Transaction, grant: LeaseGrant): Promise<void> {
     this.checkLease(await tx.get(this.leaseRef(grant.accountId)), grant);
   }

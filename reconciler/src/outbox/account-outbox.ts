@@ -19,7 +19,7 @@ import { StaleOwnerError } from '../lease/lease-manager.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { withTimeout } from '../util/deadline.ts';
 import { sameOwner, type ClaimResult, type OutboxOp, type OutboxStore, type ReceiptKind } from './outbox-store.ts';
-import { OutboxWriter, WriterStoppedError } from './outbox-writer.ts';
+import { WriterStoppedError, type OutboxWriter, type WriterPort } from './outbox-writer.ts';
 import { classifySendError, failures, SendFailureError, type SendFailure } from './send-errors.ts';
 
 export interface OutboxMetricsSink {
@@ -38,6 +38,8 @@ export interface AccountOutboxDeps {
   ackTimeoutMs: number;
   /** Most messages claimed in one transaction (each commit costs; pacing bounds how many are useful). */
   claimBatch: number;
+  /** The fleet's writer of send results, receipts and failures. */
+  writer: OutboxWriter;
   /** Runs one send under the account's and the fleet's pacing. */
   pace: (send: () => Promise<void>) => Promise<void>;
   /** This process's lease on the account (instance and epoch), or null when it does not own it. */
@@ -74,10 +76,10 @@ export class AccountOutbox {
   private loop: Promise<void> | null = null;
   private wakeTimer: NodeJS.Timeout | null = null;
   private receiptChain: Promise<void> = Promise.resolve();
-  private readonly writer: OutboxWriter;
+  private readonly writer: WriterPort;
 
   constructor(private readonly d: AccountOutboxDeps) {
-    this.writer = new OutboxWriter({ accountId: d.accountId, store: d.store, log: d.log, onStale: () => this.lostOwnership() });
+    this.writer = d.writer.port(d.accountId, () => this.lostOwnership());
   }
 
   get accountId(): string {

@@ -15,6 +15,7 @@ import type { IncidentWriter } from '../status/incident-writer.ts';
 import { ResilientListener } from '../util/resilient-listener.ts';
 import { AccountOutbox } from './account-outbox.ts';
 import { OutboxStore } from './outbox-store.ts';
+import { OutboxWriter } from './outbox-writer.ts';
 import { failures, type SendFailure } from './send-errors.ts';
 
 export const OUTBOX_STUCK = 'OutboxStuck';
@@ -33,6 +34,7 @@ export interface OutboxProcessorOptions {
 export class OutboxProcessor {
   private readonly accounts = new Map<string, AccountOutbox>();
   private readonly store: OutboxStore;
+  private readonly writer: OutboxWriter;
   private readonly fleet: PQueue;
   private readonly perAccount = new Map<string, PQueue>();
   private readonly stuck = new Set<string>();
@@ -43,6 +45,7 @@ export class OutboxProcessor {
   constructor(private readonly o: OutboxProcessorOptions) {
     // A claim outlives the longest attempt (recipient lookup, send, ack) with room to record it.
     this.store = new OutboxStore(o.db, o.leases, 3 * o.config.ackTimeoutMs + 10_000);
+    this.writer = new OutboxWriter({ store: this.store, log: o.log.child({ component: 'outbox' }) });
     this.listener = new ResilientListener({
       name: 'outbox',
       query: () => buildQuery(o.db.collection(Collections.outbox), 'pendingOutbox', [['queued', 'sending']]),
@@ -76,6 +79,7 @@ export class OutboxProcessor {
       a = new AccountOutbox({
         accountId,
         store: this.store,
+        writer: this.writer,
         log: log.child({ accountId, component: 'outbox' }),
         metrics: metrics.outbox,
         maxAttempts: config.maxAttempts,
@@ -196,6 +200,7 @@ export class OutboxProcessor {
     if (this.stuckTimer) clearInterval(this.stuckTimer);
     // Queued sends are not cleared (their callers would wait forever); they return at once now.
     await Promise.all([...this.accounts.values()].map((a) => a.stop(timeoutMs)));
+    await this.writer.close();
   }
 }
 

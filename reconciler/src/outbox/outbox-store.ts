@@ -2,11 +2,11 @@
  * Every outbox write of the reconciler, each a transaction fenced by the account's lease: only the
  * current owner (lease holder at its epoch) moves a message, and every move re-reads the document,
  * so a listener's stale view can never move a message backwards or send it twice. Claims are one
- * transaction per message; everything after a claim is batched per account (`settle`).
+ * transaction per account and round; everything after a claim is batched fleet-wide (`settleMany`).
  */
 import { buildQuery, Collections, OUTBOX_PROGRESS, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
-import type { LeaseManager } from '../lease/lease-manager.ts';
+import { StaleOwnerError, type LeaseManager } from '../lease/lease-manager.ts';
 import { waMessageId } from './message-id.ts';
 import type { SendFailure } from './send-errors.ts';
 
@@ -92,37 +92,56 @@ export class OutboxStore {
   }
 
   /**
-   * Applies a batch of outcomes in one fenced transaction (lease and documents in one read), in
-   * order per message. The per-account writer is the only caller after a claim, so no two
-   * transactions of this process ever contend for one message (the emulator resolves that by a
-   * multi-second lock timeout; production by aborts and retries).
+   * Applies batches of outcomes of several accounts in one transaction (leases and documents in
+   * one read), in order per message, each account fenced by its own lease: an account whose lease
+   * is gone gets a StaleOwnerError and nothing written. The fleet's writer is the only caller after
+   * a claim, so no two transactions of this process ever contend for one message (the emulator
+   * resolves that by a multi-second lock timeout; production by aborts and retries).
    */
-  settle(accountId: string, ops: readonly OutboxOp[]): Promise<OpResult[]> {
-    const ids = [...new Set(ops.map((o) => o.messageId))];
-    return this.leases.fencedGetAll(
-      accountId,
+  async settleMany(groups: ReadonlyMap<string, readonly OutboxOp[]>): Promise<Map<string, OpResult[] | StaleOwnerError>> {
+    const ids = [...new Set([...groups.values()].flatMap((ops) => ops.map((o) => o.messageId)))];
+    const { result, stale } = await this.leases.fencedGetAllMany(
+      [...groups.keys()],
       ids.map((id) => this.ref(id)),
-      (tx, owner, snaps) => {
-        const docs = new Map<string, OutboxDoc | null>();
-        ids.forEach((id, i) => {
-          const data = snaps[i]!.data() as OutboxDoc | undefined;
-          docs.set(id, data && data.accountId === accountId ? { ...data } : null);
-        });
-        const patches = new Map<string, Record<string, unknown>>();
-        const results = ops.map((op) => {
-          const doc = docs.get(op.messageId);
-          if (!doc) return { changed: false, status: null, createdAtMs: null };
-          const patch = applyOp(doc, op, owner);
-          if (patch) {
-            Object.assign(doc, patch);
-            patches.set(op.messageId, { ...patches.get(op.messageId), ...patch });
+      (tx, owners, snaps) => {
+        const stored = new Map(ids.map((id, i) => [id, snaps[i]!.data() as OutboxDoc | undefined]));
+        const out = new Map<string, OpResult[] | StaleOwnerError>();
+        for (const [accountId, ops] of groups) {
+          const owner = owners.get(accountId);
+          if (!owner) continue;
+          const docs = new Map<string, OutboxDoc | null>();
+          for (const op of ops) {
+            const data = stored.get(op.messageId);
+            if (!docs.has(op.messageId)) docs.set(op.messageId, data && data.accountId === accountId ? { ...data } : null);
           }
-          return { changed: !!patch, status: doc.status, createdAtMs: millis(doc.createdAt) };
-        });
-        for (const [id, patch] of patches) tx.update(this.ref(id), patch);
-        return results;
+          const patches = new Map<string, Record<string, unknown>>();
+          out.set(
+            accountId,
+            ops.map((op) => {
+              const doc = docs.get(op.messageId);
+              if (!doc) return { changed: false, status: null, createdAtMs: null };
+              const patch = applyOp(doc, op, owner);
+              if (patch) {
+                Object.assign(doc, patch);
+                patches.set(op.messageId, { ...patches.get(op.messageId), ...patch });
+              }
+              return { changed: !!patch, status: doc.status, createdAtMs: millis(doc.createdAt) };
+            }),
+          );
+          for (const [id, patch] of patches) tx.update(this.ref(id), patch);
+        }
+        return out;
       },
     );
+    for (const [accountId, err] of stale) result.set(accountId, err);
+    return result;
+  }
+
+  /** `settleMany` for one account; throws StaleOwnerError when its lease is gone. */
+  async settle(accountId: string, ops: readonly OutboxOp[]): Promise<OpResult[]> {
+    const result = (await this.settleMany(new Map([[accountId, ops]]))).get(accountId)!;
+    if (result instanceof StaleOwnerError) throw result;
+    return result;
   }
 
   /** The outbox message a receipt refers to, when this process does not remember sending it. */

@@ -1,13 +1,17 @@
 /**
- * One account's outbox writes after the claim (acks, receipts, requeues, failures), batched: one
- * fenced transaction at a time carries everything that arrived meanwhile. An ack and the delivery
- * receipt that follows it a few milliseconds later mostly land together, and no two transactions
- * of this process touch one message at once, which is what made sends crawl (two transactions
- * on one document wait out the emulator's lock timeout, ~3 s; production aborts and retries).
+ * The outbox writes after the claim (acks, receipts, requeues, failures) of every account this
+ * process owns, batched fleet-wide: one fenced transaction at a time carries everything that
+ * arrived meanwhile, whichever accounts it belongs to. Each commit is paid for (by Firestore, and
+ * on the emulator by re-running every open listener over the whole collection), so thirty
+ * accounts sharing one commit is what lets the fleet send more than a few dozen messages a second.
+ * An ack and the receipts that follow it mostly land together, and no two transactions of this
+ * process ever touch one message at once (two transactions on one document wait out the
+ * emulator's lock timeout, ~3 s; production aborts and retries).
  *
- * A batch that fails is retried with backoff and jitter, merged with what arrived meanwhile; the
- * lease being lost rejects everything (the new owner resolves the claims), and so does a drain at
- * shutdown that runs out of time: an unrecorded ack leaves the claim to expire and the message is
+ * Each account writes through its own port. An account whose lease is gone has its ops rejected
+ * (the new owner resolves its claims) without holding up the others. A batch that fails is retried
+ * with backoff and jitter, merged with what arrived meanwhile. A port's drain at shutdown that runs
+ * out of time rejects what is left: an unrecorded ack leaves the claim to expire and the message is
  * resolved by a resend under the same WhatsApp id, which the phone shows once.
  */
 import type { Logger } from 'pino';
@@ -17,6 +21,7 @@ import { sleep, withTimeout } from '../util/deadline.ts';
 import type { OpResult, OutboxOp, OutboxStore } from './outbox-store.ts';
 
 interface Entry {
+  port: WriterPort;
   op: OutboxOp;
   resolve: (r: OpResult) => void;
   reject: (err: unknown) => void;
@@ -30,76 +35,134 @@ export class WriterStoppedError extends Error {
 }
 
 export interface OutboxWriterOptions {
-  accountId: string;
   store: OutboxStore;
   log: Logger;
   /** Deadline of one transaction attempt. */
   writeTimeoutMs?: number;
   /** Most messages per transaction (Firestore allows 500 writes; smaller keeps each one quick). */
   maxMessages?: number;
-  /** The lease is gone: the account must stop sending here. */
-  onStale: () => void;
+}
+
+/** One account's way into the shared writer. */
+export class WriterPort {
+  /** Ops submitted and not yet settled (landed, refused or rejected). */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  stopped = false;
+
+  constructor(
+    private readonly writer: OutboxWriter,
+    readonly accountId: string,
+    /** The lease is gone: the account must stop sending here. */
+    readonly onStale: () => void,
+  ) {}
+
+  /** Records `op`; resolves once it landed (with whether it changed the document). */
+  submit(op: OutboxOp): Promise<OpResult> {
+    if (this.stopped) return Promise.reject(new WriterStoppedError());
+    const p = this.writer.enqueue(this, op);
+    const tracked = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.inFlight.add(tracked);
+    void tracked.finally(() => this.inFlight.delete(tracked));
+    return p;
+  }
+
+  /** Operations not yet landed. */
+  pending(): number {
+    return this.inFlight.size;
+  }
+
+  /** Waits (bounded) for what is queued to land, then refuses new ops and drops what is left. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const done = (async () => {
+      while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+      return true;
+    })();
+    const ok = await withTimeout(done, timeoutMs, 'outbox writes').catch(() => false);
+    this.stopped = true;
+    this.writer.dropQueued(this, new WriterStoppedError());
+    return ok;
+  }
 }
 
 export class OutboxWriter {
   private queue: Entry[] = [];
   private running: Promise<void> | null = null;
-  private readonly stopping = new AbortController();
+  private readonly closing = new AbortController();
 
   constructor(private readonly o: OutboxWriterOptions) {}
 
-  /** Records `op`; resolves once it landed (with whether it changed the document). */
-  submit(op: OutboxOp): Promise<OpResult> {
-    if (this.stopping.signal.aborted) return Promise.reject(new WriterStoppedError());
+  port(accountId: string, onStale: () => void): WriterPort {
+    return new WriterPort(this, accountId, onStale);
+  }
+
+  /** @internal through a port */
+  enqueue(port: WriterPort, op: OutboxOp): Promise<OpResult> {
+    if (this.closing.signal.aborted) return Promise.reject(new WriterStoppedError());
     return new Promise<OpResult>((resolve, reject) => {
-      this.queue.push({ op, resolve, reject });
+      this.queue.push({ port, op, resolve, reject });
       this.running ??= this.run().finally(() => {
         this.running = null;
       });
     });
   }
 
-  /** Operations not yet landed. */
-  pending(): number {
-    return this.queue.length;
+  /** @internal Rejects a port's ops that have not been taken into a transaction yet. */
+  dropQueued(port: WriterPort, err: unknown): void {
+    const [dropped, kept] = partition(this.queue, (e) => e.port === port);
+    this.queue = kept;
+    for (const e of dropped) e.reject(err);
   }
 
   private async run(): Promise<void> {
+    // Ops submitted in the same tick (a snapshot's worth, a burst of acks) share the first commit.
+    await Promise.resolve();
     let failures = 0;
     let batch: Entry[] = [];
     while (this.queue.length > 0 || batch.length > 0) {
-      if (this.stopping.signal.aborted) return this.rejectAll([...batch, ...this.queue.splice(0)], new WriterStoppedError());
-      batch = [...batch, ...this.take(batch)];
+      if (this.closing.signal.aborted) return rejectAll([...batch, ...this.queue.splice(0)], new WriterStoppedError());
+      // A port drained meanwhile (its account stopped) gives up what it had waiting for a retry.
+      const [dropped, live] = partition(batch, (e) => e.port.stopped);
+      rejectAll(dropped, new WriterStoppedError());
+      batch = [...live, ...this.take(live)];
+      if (batch.length === 0) continue;
+      const groups = new Map<string, OutboxOp[]>();
+      for (const e of batch) groups.set(e.port.accountId, [...(groups.get(e.port.accountId) ?? []), e.op]);
       try {
-        const results = await withTimeout(
-          this.o.store.settle(
-            this.o.accountId,
-            batch.map((e) => e.op),
-          ),
-          this.o.writeTimeoutMs ?? 15_000,
-          'outbox write',
-        );
-        batch.forEach((e, i) => e.resolve(results[i]!));
+        const results = await withTimeout(this.o.store.settleMany(groups), this.o.writeTimeoutMs ?? 15_000, 'outbox write');
+        const next = new Map<string, number>();
+        const staleHandled = new Set<WriterPort>();
+        for (const e of batch) {
+          const r = results.get(e.port.accountId)!;
+          if (r instanceof StaleOwnerError) {
+            e.reject(r);
+            if (!staleHandled.has(e.port)) {
+              staleHandled.add(e.port);
+              this.dropQueued(e.port, r);
+              e.port.onStale();
+            }
+            continue;
+          }
+          const i = next.get(e.port.accountId) ?? 0;
+          next.set(e.port.accountId, i + 1);
+          e.resolve(r[i]!);
+        }
         batch = [];
         failures = 0;
       } catch (err) {
-        if (err instanceof StaleOwnerError) {
-          this.rejectAll([...batch, ...this.queue.splice(0)], err);
-          batch = [];
-          this.o.onStale();
-          continue;
-        }
         // Whether the attempt landed is unknown (a timeout); every op is safe to apply twice.
         const delay = backoffDelay(failures++, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.o.log.warn({ messages: batch.length, err: String(err), retryInMs: delay }, 'recording outbox results failed; will retry');
-        await sleep(delay, this.stopping.signal).catch(() => undefined);
+        this.o.log.warn({ messages: batch.length, accounts: groups.size, err: String(err), retryInMs: delay }, 'recording outbox results failed; will retry');
+        await sleep(delay, this.closing.signal).catch(() => undefined);
       }
     }
   }
 
   /** The oldest waiting ops that fit in one transaction beside `batch`. */
   private take(batch: Entry[]): Entry[] {
-    const max = this.o.maxMessages ?? 100;
+    const max = this.o.maxMessages ?? 200;
     const ids = new Set(batch.map((e) => e.op.messageId));
     let n = 0;
     for (; n < this.queue.length; n++) {
@@ -110,19 +173,20 @@ export class OutboxWriter {
     return this.queue.splice(0, n);
   }
 
-  private rejectAll(entries: Entry[], err: unknown): void {
-    for (const e of entries) e.reject(err);
-  }
-
-  /** Waits (bounded) for what is queued to land, then refuses new ops and stops retrying. */
-  async drain(timeoutMs: number): Promise<boolean> {
-    const done = (async () => {
-      while (this.running) await this.running;
-      return true;
-    })();
-    const ok = await withTimeout(done, timeoutMs, 'outbox writes').catch(() => false);
-    this.stopping.abort();
+  /** Rejects everything and stops retrying (after every port has drained, at shutdown). */
+  async close(): Promise<void> {
+    this.closing.abort();
     await this.running;
-    return ok;
   }
+}
+
+function partition<T>(items: T[], pred: (item: T) => boolean): [T[], T[]] {
+  const yes: T[] = [];
+  const no: T[] = [];
+  for (const item of items) (pred(item) ? yes : no).push(item);
+  return [yes, no];
+}
+
+function rejectAll(entries: Entry[], err: unknown): void {
+  for (const e of entries) e.reject(err);
 }
