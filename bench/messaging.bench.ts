@@ -7,6 +7,7 @@
  * - sustained throughput: bursts of queued messages across all 30 accounts, pacing off;
  * - inbound: a contact's send → the message document visible to a listener.
  */
+import { appendFileSync } from 'node:fs';
 import os from 'node:os';
 import { Timestamp, type Firestore } from 'firebase-admin/firestore';
 import { freePort } from '../tools/dev/ports.ts';
@@ -37,7 +38,12 @@ async function runSuite(db: Firestore, projectId: string, sim: Simulator, sessio
   const ids = Array.from({ length: N }, (_, i) => `msg-${String(i + 1).padStart(2, '0')}`);
   const contacts = Array.from({ length: 10 }, (_, i) => sim.createContact({ number: String(15554000000 + i) }));
   const httpPort = await freePort();
-  const rec = spawnReconciler({ env: reconcilerEnv({ projectId, sim, sessionsPath, httpPort, extra: { OUTBOX_RATE_PER_MINUTE: '0', OUTBOX_FLEET_RATE_PER_SECOND: '0' } }) });
+  // MESSAGING_BENCH_LOG=<file> keeps the reconciler's log lines (at info) for looking into a slow run.
+  const logFile = process.env.MESSAGING_BENCH_LOG;
+  const rec = spawnReconciler({
+    env: reconcilerEnv({ projectId, sim, sessionsPath, httpPort, extra: { OUTBOX_RATE_PER_MINUTE: '0', OUTBOX_FLEET_RATE_PER_SECOND: '0', ...(logFile ? { LOG_LEVEL: 'info' } : {}) } }),
+    ...(logFile ? { onLine: (line: string) => appendFileSync(logFile, `${line}\n`) } : {}),
+  });
   const loadAtStart = os.loadavg()[0]!.toFixed(1);
   // Arrival times of outbox statuses and inbound documents, as a listening app sees them. Each
   // listener is open only for its own phase: the emulator re-evaluates every open listener over
