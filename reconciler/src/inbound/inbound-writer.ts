@@ -14,6 +14,7 @@ import { jidNormalizedUser, type WAMessage, type WASocket } from '@whiskeysocket
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
+import { withTimeout } from '../util/deadline.ts';
 import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
 
 const DAY_MS = 86_400_000;
@@ -131,7 +132,9 @@ export class InboundWriter {
 
   enqueue(msg: InboundMessage): Promise<void> {
     const write = async () => {
-      const stored = await this.write(msg);
+      // A bounded attempt, like every other write: a transaction that hangs is retried (and
+      // finds its document if the first attempt landed after all: counted as a duplicate).
+      const stored = await withTimeout(this.write(msg), 10_000, 'inbound write');
       this.metrics.result(!stored ? 'duplicate' : msg.recovered ? 'recovered' : 'stored');
       if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
     };
