@@ -129,6 +129,18 @@ describe('OutboxStore.settle', () => {
   });
 });
 
+/** `store`, recording how many accounts each of its transactions carried. */
+function countingTransactions(store: OutboxStore): { counting: OutboxStore; transactions: number[] } {
+  const transactions: number[] = [];
+  const counting = Object.assign(Object.create(store) as OutboxStore, {
+    settleMany: (groups: ReadonlyMap<string, readonly OutboxOp[]>) => {
+      transactions.push(groups.size);
+      return store.settleMany(groups);
+    },
+  });
+  return { counting, transactions };
+}
+
 describe('OutboxWriter', () => {
   it('groups what arrives while a transaction runs, across accounts, and resolves each op with its own result', async () => {
     const { account, leases, store } = await owned();
@@ -138,13 +150,7 @@ describe('OutboxWriter', () => {
     const ids2 = await Promise.all(Array.from({ length: 40 }, () => queue(second)));
     await store.claim(account, ids);
     await store.claim(second, ids2);
-    const transactions: number[] = [];
-    const counting = Object.assign(Object.create(store) as OutboxStore, {
-      settleMany: (groups: ReadonlyMap<string, readonly OutboxOp[]>) => {
-        transactions.push(groups.size);
-        return store.settleMany(groups);
-      },
-    });
+    const { counting, transactions } = countingTransactions(store);
     const writer = new OutboxWriter({ store: counting, log });
     const [a, b] = [writer.port(account, () => undefined), writer.port(second, () => undefined)];
     const t = Date.now();
@@ -176,13 +182,7 @@ describe('OutboxWriter', () => {
     await other.acquire(account);
     let stale = 0;
     let keptStale = 0;
-    const sizes: number[] = [];
-    const counting = Object.assign(Object.create(store) as OutboxStore, {
-      settleMany: (groups: ReadonlyMap<string, readonly OutboxOp[]>) => {
-        sizes.push(groups.size);
-        return store.settleMany(groups);
-      },
-    });
+    const { counting, transactions: sizes } = countingTransactions(store);
     const writer = new OutboxWriter({ store: counting, log });
     const lost = writer.port(account, () => stale++);
     const fine = writer.port(kept, () => keptStale++);

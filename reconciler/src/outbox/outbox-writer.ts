@@ -69,11 +69,6 @@ export class WriterPort {
     return p;
   }
 
-  /** Operations not yet landed. */
-  pending(): number {
-    return this.inFlight.size;
-  }
-
   /** Waits (bounded) for what is queued to land, then refuses new ops and drops what is left. */
   async drain(timeoutMs: number): Promise<boolean> {
     const done = (async () => {
@@ -128,26 +123,26 @@ export class OutboxWriter {
       rejectAll(dropped, new WriterStoppedError());
       batch = [...live, ...this.take(live)];
       if (batch.length === 0) continue;
-      const groups = new Map<string, OutboxOp[]>();
-      for (const e of batch) groups.set(e.port.accountId, [...(groups.get(e.port.accountId) ?? []), e.op]);
+      const byAccount = new Map<string, Entry[]>();
+      for (const e of batch) {
+        const entries = byAccount.get(e.port.accountId);
+        if (entries) entries.push(e);
+        else byAccount.set(e.port.accountId, [e]);
+      }
+      const groups = new Map([...byAccount].map(([accountId, entries]) => [accountId, entries.map((e) => e.op)]));
       try {
         const results = await withTimeout(this.o.store.settleMany(groups), this.o.writeTimeoutMs ?? 15_000, 'outbox write');
-        const next = new Map<string, number>();
-        const staleHandled = new Set<WriterPort>();
-        for (const e of batch) {
-          const r = results.get(e.port.accountId)!;
-          if (r instanceof StaleOwnerError) {
-            e.reject(r);
-            if (!staleHandled.has(e.port)) {
-              staleHandled.add(e.port);
-              this.dropQueued(e.port, r);
-              e.port.onStale();
-            }
+        for (const [accountId, entries] of byAccount) {
+          const r = results.get(accountId)!;
+          if (!(r instanceof StaleOwnerError)) {
+            entries.forEach((e, i) => e.resolve(r[i]!));
             continue;
           }
-          const i = next.get(e.port.accountId) ?? 0;
-          next.set(e.port.accountId, i + 1);
-          e.resolve(r[i]!);
+          rejectAll(entries, r);
+          for (const port of new Set(entries.map((e) => e.port))) {
+            this.dropQueued(port, r);
+            port.onStale();
+          }
         }
         batch = [];
         failures = 0;
