@@ -9,7 +9,8 @@ import path from 'node:path';
 import { execWithEmulators, root } from './emulators.ts';
 
 const vitestArgs = process.argv.slice(2);
-const report = path.join(root, '.cache', 'vitest-report.json');
+// Per process: two runs side by side (a developer's and CI's, or two filters) keep their own counts.
+const report = path.join(root, '.cache', `vitest-report-${process.pid}.json`);
 
 console.log('[wafleet] type-checking…');
 const tsc = spawnSync(path.join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
@@ -29,6 +30,7 @@ const code = await execWithEmulators(
 
 if (existsSync(report)) {
   const r = JSON.parse(readFileSync(report, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number; numTodoTests: number };
+  rmSync(report, { force: true });
   const skipped = r.numPendingTests + r.numTodoTests;
   console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed${skipped ? `, ${skipped} skipped` : ''}`);
 } else {

@@ -51,7 +51,7 @@ export const SendMessageInput = z.strictObject({
 });
 
 export const MessageRefInput = z.strictObject({ messageId: DocIdSchema });
-export const IncidentRefInput = z.strictObject({ incidentId: z.string().regex(/^[A-Za-z0-9_-]{1,200}$/, "must be 1–200 letters, digits, \"-\" or \"_\"") });
+export const IncidentRefInput = z.strictObject({ incidentId: z.string().regex(/^[A-Za-z0-9_-]{1,400}$/, "must be 1–400 letters, digits, \"-\" or \"_\"") });
 
 export const SetUserRoleInput = z
   .strictObject({

@@ -9,6 +9,8 @@ export const Collections = {
   leases: 'leases',
   sessionBackups: 'sessionBackups',
   auditLog: 'auditLog',
+  /** Server-only: `locks/userRoles` serializes setUserRole (docs/data-model.md). */
+  locks: 'locks',
   threads: 'threads',
 } as const;
 

@@ -11,6 +11,7 @@ import {
   DisplayNameSchema,
   LabelsSchema,
   MessageTextSchema,
+  ClaimOwnerSchema,
   OwnerSchema,
   ReasonSchema,
   TimestampSchema,
@@ -72,6 +73,27 @@ export const LastDisconnectSchema = z.object({
   at: TimestampSchema,
 });
 
+/** Why a status may no longer describe the account (docs/data-model.md, "Is this status live?"). */
+export const STALE_REASONS = ['ReconcilerSilent', 'NoOwner'] as const;
+export const StaleReasonSchema = z.enum(STALE_REASONS);
+export type StaleReason = z.infer<typeof StaleReasonSchema>;
+
+/**
+ * Set by the watchdog (functions/), never by the reconciler: the process that wrote this status has
+ * gone silent (`ReconcilerSilent`) or nobody owns the account (`NoOwner`), so the rest of the
+ * document is the last thing known, not the present. The owner's next write removes it.
+ */
+export const StaleMarkSchema = z.object({
+  reason: StaleReasonSchema,
+  /** When the watchdog marked it. */
+  since: TimestampSchema,
+  /** The silent owner (`ReconcilerSilent`); for `NoOwner`, the last owner if there was one. */
+  instanceId: z.string().min(1).max(128).nullable(),
+  /** That instance's last heartbeat, when it had one. */
+  lastHeartbeatAt: TimestampSchema.nullable(),
+});
+export type StaleMark = z.infer<typeof StaleMarkSchema>;
+
 export const AccountStatusDocSchema = z.object({
   phase: PhaseSchema,
   reason: ReasonSchema,
@@ -88,6 +110,8 @@ export const AccountStatusDocSchema = z.object({
   handledQrRequestedAt: TimestampSchema.nullish(),
   handledRelinkRequestedAt: TimestampSchema.nullish(),
   updatedAt: TimestampSchema,
+  /** Added in v1: present only while the watchdog holds this status for not live (see StaleMarkSchema). */
+  stale: StaleMarkSchema.nullish(),
 });
 export type AccountStatusDoc = z.infer<typeof AccountStatusDocSchema>;
 
@@ -129,7 +153,7 @@ export const OutboxDocSchema = z.object({
   status: OutboxStatusSchema,
   attemptCount: z.int().min(0).default(0),
   nextAttemptAt: TimestampSchema.nullish(),
-  claimedBy: OwnerSchema.nullish(),
+  claimedBy: ClaimOwnerSchema.nullish(),
   leaseUntil: TimestampSchema.nullish(),
   providerMessageId: z.string().max(128).nullish(),
   sentAt: TimestampSchema.nullish(),
@@ -218,6 +242,8 @@ export const IncidentDocSchema = z.object({
   resolvedAt: TimestampSchema.nullable(),
   acknowledgedBy: z.string().max(128).nullable(),
   acknowledgedAt: TimestampSchema.nullable(),
+  /** Added in v1, on incidents about one reconciler instance (`ReconcilerSilent`); absent elsewhere. */
+  instanceId: z.string().min(1).max(128).nullish(),
 });
 export type IncidentDoc = z.infer<typeof IncidentDocSchema>;
 
@@ -239,8 +265,18 @@ export const ReconcilerDocSchema = z.object({
   accounts: z.record(z.string(), z.string()),
   storagePath: z.string().max(1024),
   storageFreeBytes: z.number().min(0).nullable(),
+  /**
+   * Earlier incarnations of this instance on the same disk, gone (the host lock proves it), whose
+   * leases this one adopted without rewriting them after a crash; leases naming them are alive.
+   */
+  adoptedIncarnations: z.array(z.string().min(1).max(64)).max(5).optional(),
   /** Set on graceful shutdown: its leases are released and may be taken at once. */
   stoppedAt: TimestampSchema.nullable(),
+  /**
+   * Set by the watchdog when it marked this instance's accounts stale; the instance's next
+   * heartbeat sees it, drops it and rewrites the status of every account it owns.
+   */
+  silentSince: TimestampSchema.nullish(),
 });
 export type ReconcilerDoc = z.infer<typeof ReconcilerDocSchema>;
 
@@ -256,6 +292,10 @@ export const LeaseDocSchema = z.object({
 });
 export type LeaseDoc = z.infer<typeof LeaseDocSchema>;
 
+export const AUDIT_STATUSES = ['requested', 'applied', 'failed'] as const;
+export const AuditStatusSchema = z.enum(AUDIT_STATUSES);
+export type AuditStatus = z.infer<typeof AuditStatusSchema>;
+
 export const AuditLogDocSchema = z.object({
   action: z.string().min(1).max(64),
   actorUid: z.string().max(128),
@@ -264,5 +304,13 @@ export const AuditLogDocSchema = z.object({
   /** Redacted: phone numbers masked, never message text or tokens. */
   details: z.record(z.string(), z.unknown()),
   at: TimestampSchema,
+  // Added in v1, setUserRole entries only: a role lives in Auth, outside Firestore, so its entry is
+  // written "requested" first and settled afterwards (functions/src/role-change.ts). Entries of
+  // every other callable, and older setUserRole entries, lack all three.
+  status: AuditStatusSchema.nullish(),
+  /** When the entry became "applied" or "failed" (also set when a "requested" entry records an error). */
+  settledAt: TimestampSchema.nullish(),
+  /** The error code of a "failed" entry (e.g. "permission-denied"); "outcome-unknown" on a "requested" one. */
+  error: z.string().min(1).max(64).nullish(),
 });
 export type AuditLogDoc = z.infer<typeof AuditLogDocSchema>;

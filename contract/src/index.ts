@@ -5,3 +5,4 @@ export * from './phone.ts';
 export * from './primitives.ts';
 export * from './roles.ts';
 export * from './queries.ts';
+export * from './liveness.ts';

@@ -35,13 +35,24 @@ export const OwnerSchema = z.object({
 });
 export type Owner = z.infer<typeof OwnerSchema>;
 
+/**
+ * Who claimed an outbox message: the owner plus the claiming process's incarnation. A process
+ * that adopts its crashed predecessor's leases on the same disk keeps their instance and epoch,
+ * so only the incarnation tells its own claims from the dead process's unresolved ones. Claims
+ * written before this field existed have none and count as another process's.
+ */
+export const ClaimOwnerSchema = OwnerSchema.extend({
+  incarnation: z.string().min(1).max(128).optional(),
+});
+export type ClaimOwner = z.infer<typeof ClaimOwnerSchema>;
+
 export const DisplayNameSchema = z
   .string()
   .trim()
   .min(1, 'must not be empty')
   .max(80, 'must be at most 80 characters');
 
-const LABEL_KEY_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,62}$/;
+export const LABEL_KEY_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,62}$/;
 export const LabelsSchema = z
   .record(z.string().regex(LABEL_KEY_RE, 'label keys must match ^[A-Za-z][A-Za-z0-9_.-]{0,62}$'), z.string().max(256, 'label values must be at most 256 characters'))
   .refine((labels) => Object.keys(labels).length <= 32, 'at most 32 labels');

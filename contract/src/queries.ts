@@ -50,6 +50,23 @@ export const QUERIES = {
     orderBy: [],
     usedBy: 'reconciler (receipts)',
   },
+  /** Watchdog: the statuses one (silent) reconciler instance owns. */
+  statusesByOwner: {
+    collection: Collections.accountStatus,
+    where: [{ field: 'owner.instanceId', op: '==' }],
+    orderBy: [],
+    usedBy: 'watchdog (functions/src/watchdog.ts)',
+  },
+  /** Watchdog: the open incidents of one type. */
+  openIncidentsOfType: {
+    collection: Collections.incidents,
+    where: [
+      { field: 'type', op: '==' },
+      { field: 'open', op: '==' },
+    ],
+    orderBy: [],
+    usedBy: 'watchdog (functions/src/watchdog.ts)',
+  },
 } as const satisfies Record<string, QuerySpec>;
 
 export type QueryName = keyof typeof QUERIES;

@@ -1,6 +1,6 @@
 import { Collections } from '@wafleet/contract';
 import { FieldValue, type Transaction } from 'firebase-admin/firestore';
-import type { Caller } from './callable.ts';
+import type { Caller } from './current-caller.ts';
 import { db } from './firebase.ts';
 
 export interface AuditEntry {
@@ -12,15 +12,14 @@ export interface AuditEntry {
 
 /** Records the entry in the same transaction as the change, so no change goes unaudited. */
 export function auditInTransaction(tx: Transaction, caller: Caller, entry: AuditEntry): void {
-  tx.create(db().collection(Collections.auditLog).doc(), toDoc(caller, entry));
+  tx.create(db().collection(Collections.auditLog).doc(), auditDoc(caller, entry));
 }
 
-/** For changes outside Firestore (Auth claims), written right after the change. */
-export async function audit(caller: Caller, entry: AuditEntry): Promise<void> {
-  await db().collection(Collections.auditLog).add(toDoc(caller, entry));
-}
-
-function toDoc(caller: Caller, entry: AuditEntry) {
+/**
+ * The stored form of an entry. Changes outside Firestore (Auth claims, see role-change.ts) cannot
+ * share a transaction with their entry, so they write it first and settle it afterwards.
+ */
+export function auditDoc(caller: Caller, entry: AuditEntry) {
   return {
     action: entry.action,
     actorUid: caller.uid,

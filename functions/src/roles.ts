@@ -1,4 +1,4 @@
-import type { Role } from '@wafleet/contract';
+import { ROLES, type Role } from '@wafleet/contract';
 import type { Auth, UserRecord } from 'firebase-admin/auth';
 
 /**
@@ -12,4 +12,17 @@ export async function applyRole(auth: Auth, user: UserRecord, role: Role | null)
   else claims.role = role;
   await auth.setCustomUserClaims(user.uid, Object.keys(claims).length ? claims : null);
   return previous;
+}
+
+/** Privilege rank; unknown or missing roles rank below viewer, as they grant nothing. */
+function rank(role: string | null): number {
+  return ROLES.indexOf(role as Role);
+}
+
+/**
+ * True when the change takes privileges away. Such a user's refresh tokens are revoked, so their
+ * apps cannot keep minting ID tokens and the old token is refused by every callable at once.
+ */
+export function losesPrivilege(previous: string | null, next: Role | null): boolean {
+  return rank(next) < rank(previous);
 }

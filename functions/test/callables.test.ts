@@ -3,13 +3,15 @@
  * emulator and the real Firestore emulator behind it. One file, run in order: the account quota
  * test counts every account in the project.
  */
-import { CALLABLES, type CallableName } from '@wafleet/contract';
+import { CALLABLES, type CallableName, type Role } from '@wafleet/contract';
 import { getApps, initializeApp } from 'firebase-admin/app';
 import { getFirestore, Timestamp } from 'firebase-admin/firestore';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { adminAuth, signInAs, type TestUser } from '../../test/support/auth.ts';
+import { waitFor } from '../../reconciler/src/util/deadline.ts';
+import { adminAuth, authTimeOf, idTokenFor, signInAs, type TestUser } from '../../test/support/auth.ts';
 import { callFunction } from '../../test/support/callables.ts';
 import { clearFirestore, FUNCTIONS_PROJECT } from '../../test/support/emulators.ts';
+import { idempotentMessageId } from '../src/handlers/messages.ts';
 
 const db = getFirestore(getApps().find((a) => a.name === 'test-db') ?? initializeApp({ projectId: FUNCTIONS_PROJECT }, 'test-db'));
 
@@ -44,21 +46,59 @@ async function auditEntries(action: string, targetId: string) {
 
 const call = <T = Record<string, unknown>>(name: CallableName, data: unknown, user?: TestUser) => callFunction<T>(name, data, user?.idToken);
 
-describe('authentication and roles', () => {
-  const names = Object.keys(CALLABLES) as CallableName[];
+/**
+ * Every callable × every kind of caller × an input that fails validation, against the documented
+ * codes (docs/data-model.md, "Callables" and "Security model"): the role is checked before the
+ * input, so a caller below the least role learns nothing about what a valid input looks like.
+ * The least roles are spelled out here, not read from the contract, so the two cannot drift apart.
+ */
+describe('the access matrix', () => {
+  const LEAST_ROLE: Record<CallableName, Role> = {
+    createAccount: 'operator',
+    updateAccount: 'operator',
+    requestQr: 'operator',
+    relinkAccount: 'operator',
+    deleteAccount: 'admin',
+    sendMessage: 'operator',
+    cancelMessage: 'operator',
+    acknowledgeIncident: 'operator',
+    setUserRole: 'admin',
+  };
+  /** A bad input per callable and the field invalid-argument must name. */
+  const BAD_INPUT: Record<CallableName, [unknown, string]> = {
+    createAccount: [{ accountId: 'Bad Id', displayName: 'x' }, 'accountId'],
+    updateAccount: [{ accountId: 'acme-01' }, '(fields)'],
+    requestQr: [{ accountId: 'Bad Id' }, 'accountId'],
+    relinkAccount: [{}, 'accountId'],
+    deleteAccount: [{ accountId: 'a'.repeat(41) }, 'accountId'],
+    sendMessage: [{ accountId: 'msg-01', to: '12345', text: 'x' }, 'to'],
+    cancelMessage: [{ messageId: 'bad/id' }, 'messageId'],
+    acknowledgeIncident: [{ incidentId: 'bad id' }, 'incidentId'],
+    setUserRole: [{ uid: 'x', role: 'root' }, 'role'],
+  };
+  const CALLERS = ['signed out', 'no role', 'unknown role', 'viewer', 'operator', 'admin'] as const;
+  type CallerKind = (typeof CALLERS)[number];
+  const userFor = (kind: CallerKind): TestUser | undefined =>
+    ({ 'signed out': undefined, 'no role': noRole, 'unknown role': bogus, viewer, operator, admin })[kind];
+  const RANK: Record<CallerKind, number> = { 'signed out': -2, 'no role': -1, 'unknown role': -1, viewer: 0, operator: 1, admin: 2 };
+  const ROLE_RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 
-  it.each(names)('%s refuses a signed-out caller with unauthenticated', async (name) => {
-    await expectError(await call(name, {}), 'UNAUTHENTICATED');
+  it('documents the least role of every callable the contract defines', () => {
+    expect(Object.fromEntries(Object.entries(CALLABLES).map(([n, s]) => [n, s.role]))).toEqual(LEAST_ROLE);
   });
 
-  it.each(names)('%s refuses users without a role, or with an unknown one, with permission-denied', async (name) => {
-    await expectError(await call(name, {}, noRole), 'PERMISSION_DENIED', /no role/);
-    await expectError(await call(name, {}, bogus), 'PERMISSION_DENIED', /superuser/);
-  });
-
-  it.each(names)('%s refuses roles below its minimum', async (name) => {
-    const below = CALLABLES[name].role === 'admin' ? operator : viewer;
-    await expectError(await call(name, {}, below), 'PERMISSION_DENIED', new RegExp(`needs role "${CALLABLES[name].role}"`));
+  const cases = (Object.keys(LEAST_ROLE) as CallableName[]).flatMap((name) => CALLERS.map((kind) => [name, kind] as const));
+  it.each(cases)('%s, called by %s with a bad input', async (name, kind) => {
+    const [input, field] = BAD_INPUT[name];
+    const res = await call(name, input, userFor(kind));
+    if (kind === 'signed out') return expectError(res, 'UNAUTHENTICATED', /sign in/);
+    if (RANK[kind] < ROLE_RANK[LEAST_ROLE[name]]) {
+      const have = kind === 'no role' ? /you have no role/ : kind === 'unknown role' ? /you have role "superuser"/ : new RegExp(`you have role "${kind}"`);
+      await expectError(res, 'PERMISSION_DENIED', have);
+      return expectError(res, 'PERMISSION_DENIED', new RegExp(`needs role "${LEAST_ROLE[name]}"`));
+    }
+    await expectError(res, 'INVALID_ARGUMENT', new RegExp(`^${field.replace(/[()]/g, '\\$&')}:`));
+    if (!res.ok) expect((res.details as { field: string }).field).toBe(field);
   });
 });
 
@@ -206,10 +246,24 @@ describe('sendMessage and cancelMessage', () => {
     await expectError(
       await call('sendMessage', { accountId: 'msg-01', to: '15550001001@s.whatsapp.net', text: 'different', idempotencyKey: 'order-42' }, operator),
       'ALREADY_EXISTS',
-      /different message/,
+      /different request \(text differ\)/,
     );
     const other = await call<{ duplicate: boolean }>('sendMessage', { accountId: 'msg-02', to: '15550001001@s.whatsapp.net', text: 'once', idempotencyKey: 'order-42' }, operator);
     expect(other.ok && other.data.duplicate).toBe(false);
+  });
+
+  it('refuses a key whose document holds another request, whoever wrote it there', async () => {
+    // A document at the key's id that sendMessage did not write for this request: the same
+    // recipient and text, but another account (a direct write planting the key, or a collision).
+    const key = 'planted-7';
+    const id = idempotentMessageId('msg-01', key);
+    await db.doc(`outbox/${id}`).set({ accountId: 'msg-02', to: '+14155550111', text: 'hello', idempotencyKey: key, status: 'queued', createdBy: 'someone' });
+    const res = await call('sendMessage', { accountId: 'msg-01', to: '+14155550111', text: 'hello', idempotencyKey: key }, operator);
+    await expectError(res, 'ALREADY_EXISTS', /different request \(accountId differ\)/);
+    if (!res.ok) expect(res.details).toEqual({ field: 'idempotencyKey', differs: ['accountId'] });
+    // …and one without the key (a direct write of the same id) is no duplicate either.
+    await db.doc(`outbox/${idempotentMessageId('msg-01', 'planted-8')}`).set({ accountId: 'msg-01', to: '+14155550111', text: 'hello', status: 'queued' });
+    await expectError(await call('sendMessage', { accountId: 'msg-01', to: '+14155550111', text: 'hello', idempotencyKey: 'planted-8' }, operator), 'ALREADY_EXISTS', /idempotencyKey differ/);
   });
 
   it.each([
@@ -257,7 +311,7 @@ describe('acknowledgeIncident', () => {
 
 describe('setUserRole', () => {
   it('sets, changes and removes a role by email or uid', async () => {
-    const target = await signInAs(null, 'target');
+    const target = await signInAs(null, 'target', { emailVerified: true });
     expect(await call('setUserRole', { email: target.email, role: 'operator' }, admin)).toEqual({ ok: true, data: { uid: target.uid, role: 'operator' } });
     expect((await adminAuth().getUser(target.uid)).customClaims).toEqual({ role: 'operator' });
     expect((await call('setUserRole', { uid: target.uid, role: 'viewer' }, admin)).ok).toBe(true);
@@ -274,6 +328,98 @@ describe('setUserRole', () => {
     await expectError(await call('setUserRole', { uid: 'x', role: 'root' }, admin), 'INVALID_ARGUMENT', /^role:/);
     await expectError(await call('setUserRole', { email: 'not-an-email', role: 'viewer' }, admin), 'INVALID_ARGUMENT', /^email:/);
     await expectError(await call('setUserRole', { uid: admin.uid, role: 'viewer' }, admin), 'FAILED_PRECONDITION', /another admin/);
+  });
+
+  it('audits a change as requested, then applied', async () => {
+    const target = await signInAs('viewer', 'audited');
+    expect((await call('setUserRole', { uid: target.uid, role: 'operator' }, admin)).ok).toBe(true);
+    const [entry] = await auditEntries('setUserRole', target.uid);
+    expect(entry).toMatchObject({ status: 'applied', actorUid: admin.uid, actorRole: 'admin', details: { role: 'operator', previousRole: 'viewer' } });
+    expect(entry!.settledAt).toBeInstanceOf(Timestamp);
+  });
+});
+
+describe('roles to verified addresses only (issue 10, item 4)', () => {
+  it('refuses to grant a role by an unverified email, and grants it by uid', async () => {
+    // Whoever signs up first with a new hire's address must not receive the new hire's role.
+    const squatter = await signInAs(null, 'squatter');
+    await expectError(await call('setUserRole', { email: squatter.email, role: 'operator' }, admin), 'FAILED_PRECONDITION', /not verified/);
+    expect((await adminAuth().getUser(squatter.uid)).customClaims ?? {}).toEqual({});
+    expect(await auditEntries('setUserRole', squatter.uid)).toHaveLength(0);
+    // By uid the admin names the very user meant.
+    expect((await call('setUserRole', { uid: squatter.uid, role: 'viewer' }, admin)).ok).toBe(true);
+    // Taking a role away by email needs no proof of the address.
+    expect((await call('setUserRole', { email: squatter.email, role: null }, admin)).ok).toBe(true);
+    expect((await adminAuth().getUser(squatter.uid)).customClaims ?? {}).toEqual({});
+  });
+});
+
+describe('access follows the current claims (issue 10, item 1)', () => {
+  /** Waits for the clock to pass the token's sign-in second: revocation has second precision. */
+  const afterSignInSecond = (user: TestUser) =>
+    waitFor(() => Math.floor(Date.now() / 1000) > authTimeOf(user.idToken), { timeoutMs: 3_000, label: 'the next second' });
+
+  it('a removed role is refused at once, though the old ID token still carries it', async () => {
+    const former = await signInAs('operator', 'former');
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, former), 'NOT_FOUND');
+    await adminAuth().setCustomUserClaims(former.uid, null);
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, former), 'PERMISSION_DENIED', /you have no role/);
+    await adminAuth().setCustomUserClaims(former.uid, { role: 'viewer' });
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, former), 'PERMISSION_DENIED', /you have role "viewer"/);
+  });
+
+  it('revoked sessions, disabled and deleted users are refused at once', async () => {
+    const [revoked, disabled, deleted] = await Promise.all([signInAs('operator', 'revoked'), signInAs('operator', 'disabled'), signInAs('operator', 'deleted')]);
+    await afterSignInSecond(revoked);
+    await Promise.all([
+      adminAuth().revokeRefreshTokens(revoked.uid),
+      adminAuth().updateUser(disabled.uid, { disabled: true }),
+      adminAuth().deleteUser(deleted.uid),
+    ]);
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, revoked), 'UNAUTHENTICATED', /revoked/);
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, disabled), 'UNAUTHENTICATED', /disabled/);
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, deleted), 'UNAUTHENTICATED', /no longer exists/);
+    // Signing in again after a revocation works, with the claims of now.
+    const fresh = { ...revoked, idToken: await idTokenFor(revoked.email, revoked.password) };
+    await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, fresh), 'NOT_FOUND');
+  });
+
+  it('a demoted admin cannot make themselves admin again, and their sessions are revoked', async () => {
+    const demoted = await signInAs('admin', 'demoted');
+    await afterSignInSecond(demoted);
+    expect(await call('setUserRole', { uid: demoted.uid, role: 'viewer' }, admin)).toEqual({ ok: true, data: { uid: demoted.uid, role: 'viewer' } });
+    const record = await adminAuth().getUser(demoted.uid);
+    expect(record.tokensValidAfterTime && Date.parse(record.tokensValidAfterTime)).toBeGreaterThan(authTimeOf(demoted.idToken) * 1000);
+    const [entry] = await auditEntries('setUserRole', demoted.uid);
+    expect(entry).toMatchObject({ status: 'applied', details: { role: 'viewer', previousRole: 'admin', refreshTokensRevoked: true } });
+    // The old token still says admin; the callables no longer believe it.
+    const back = await call('setUserRole', { uid: demoted.uid, role: 'admin' }, demoted);
+    await expectError(back, 'UNAUTHENTICATED', /revoked/);
+    // Signed in again, the token is honest, and the callables agree with it.
+    const again = { ...demoted, idToken: await idTokenFor(demoted.email, demoted.password) };
+    await expectError(await call('setUserRole', { uid: demoted.uid, role: 'admin' }, again), 'PERMISSION_DENIED', /you have role "viewer"/);
+    expect((await adminAuth().getUser(demoted.uid)).customClaims).toEqual({ role: 'viewer' });
+  });
+
+  it('nobody changes their own role, not even to the same one', async () => {
+    await expectError(await call('setUserRole', { uid: admin.uid, role: 'admin' }, admin), 'FAILED_PRECONDITION', /your own role/);
+    await expectError(await call('setUserRole', { email: admin.email, role: null }, admin), 'FAILED_PRECONDITION', /your own role/);
+    expect((await adminAuth().getUser(admin.uid)).customClaims).toEqual({ role: 'admin' });
+  });
+
+  it('two admins demoting each other cannot leave the project without an admin', async () => {
+    const [a, b] = await Promise.all([signInAs('admin', 'admin-a'), signInAs('admin', 'admin-b')]);
+    const results = await Promise.all([call('setUserRole', { uid: b.uid, role: null }, a), call('setUserRole', { uid: a.uid, role: null }, b)]);
+    expect(results.filter((r) => r.ok)).toHaveLength(1);
+    // The loser either found the lock taken or, after the winner, was no admin any more.
+    for (const r of results.filter((r) => !r.ok)) expect(['ABORTED', 'PERMISSION_DENIED', 'UNAUTHENTICATED']).toContain(r.ok ? '' : r.status);
+    const roles = await Promise.all([a, b].map(async (u) => (await adminAuth().getUser(u.uid)).customClaims?.role));
+    expect(roles.filter((r) => r === 'admin')).toHaveLength(1);
+    // In turn, too: the demoted one's old token cannot demote the other.
+    const [winner, loser] = roles[0] === 'admin' ? [a, b] : [b, a];
+    const res = await call('setUserRole', { uid: winner.uid, role: null }, loser);
+    expect(res.ok).toBe(false);
+    expect((await adminAuth().getUser(winner.uid)).customClaims).toEqual({ role: 'admin' });
   });
 });
 

@@ -7,9 +7,12 @@ import { statfs, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { getApps, initializeApp } from 'firebase-admin/app';
-import { getFirestore, type Firestore } from 'firebase-admin/firestore';
+import { Collections } from '@wafleet/contract';
+import type { Firestore } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { Config } from './config.ts';
+import type { FirestoreChannels } from './firestore/channel.ts';
+import { openFirestore } from './firestore/open-firestore.ts';
 import { startHttpServer } from './http/server.ts';
 import { Heartbeat } from './lease/heartbeat.ts';
 import { acquireHostLock, type HostLock } from './lease/host-lock.ts';
@@ -18,6 +21,7 @@ import { baileysLogger } from './log.ts';
 import { InboundWriter } from './inbound/inbound-writer.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { OutboxProcessor } from './outbox/outbox-processor.ts';
+import { CapacityGate } from './queue/capacity-gate.ts';
 import { ConnectGovernor } from './queue/connect-governor.ts';
 import { connectGovernorMetrics, workQueueMetrics } from './queue/metrics.ts';
 import { WorkQueue } from './queue/work-queue.ts';
@@ -30,8 +34,11 @@ import { StatusWriter } from './status/status-writer.ts';
 import { AuthStore } from './store/auth-state.ts';
 import { SessionBackupStore } from './store/session-backup.ts';
 import { backoffDelay } from './util/backoff.ts';
-import { sleep } from './util/deadline.ts';
+import { sleep, withTimeout } from './util/deadline.ts';
 import { AccountsWatcher } from './watch/accounts-watcher.ts';
+
+/** Crashed predecessors whose leases may be adopted; a longer chain is taken over by writes. */
+const MAX_ADOPTED = 5;
 
 export const VERSION = '0.1.0';
 
@@ -58,19 +65,22 @@ export class ReconcilerApp {
   private leases: LeaseManager | null = null;
   private writer: CoalescingWriter | null = null;
   private incidents: IncidentWriter | null = null;
+  private statusWriter: StatusWriter | null = null;
   private outbox: OutboxProcessor | null = null;
   private inbound: InboundWriter | null = null;
   readonly metrics: Metrics;
   readonly db: Firestore;
+  private readonly channels: FirestoreChannels;
 
   constructor(private readonly opts: AppOptions) {
     const { config } = opts;
     const name = `reconciler-${config.firestore.projectId}-${config.instanceId}`;
     const app = getApps().find((a) => a.name === name) ?? initializeApp({ projectId: config.firestore.projectId }, name);
-    this.db = getFirestore(app);
+    ({ db: this.db, channels: this.channels } = openFirestore(app, opts.log));
     this.metrics = createMetrics({
       phases: () => [...this.supervisors.values()].filter((s) => this.leases?.held(s.accountId)).map((s) => s.currentPhase),
       leasesHeld: () => this.leases?.heldAccounts().length ?? 0,
+      heartbeatLastSuccessAt: () => this.heartbeat?.lastSuccess ?? 0,
     });
   }
 
@@ -92,12 +102,12 @@ export class ReconcilerApp {
       host: config.http.host,
       port: config.http.port,
       registry: this.metrics.registry,
-      checks: () => [
+      checks: this.metrics.readiness(() => [
         { name: 'booted', check: () => this.ready },
         { name: 'firestore', check: () => this.heartbeat?.healthy ?? false },
         { name: 'listener', check: () => this.watcher?.healthy ?? false },
         { name: 'storage', check: () => storageWritable(config.sessionsPath) },
-      ],
+      ]),
     });
     log.info({ port: this.http.port }, 'serving /healthz, /readyz and /metrics');
 
@@ -109,8 +119,10 @@ export class ReconcilerApp {
     });
 
     const identity: Identity = { instanceId: config.instanceId, incarnation: randomUUID(), host: os.hostname(), storagePath: config.sessionsPath };
-    const leases = (this.leases = new LeaseManager(this.db, identity, { ttlMs: config.lease.ttlMs, hostLockHeld: true }));
+    const adopt = await this.predecessorsOnThisDisk(identity);
+    const leases = (this.leases = new LeaseManager(this.db, identity, { ttlMs: config.lease.ttlMs, hostLockHeld: true, adopt }));
     this.heartbeat = new Heartbeat(this.db, identity, {
+      adoptedIncarnations: adopt,
       renewMs: config.lease.renewMs,
       ttlMs: config.lease.ttlMs,
       version: VERSION,
@@ -124,7 +136,16 @@ export class ReconcilerApp {
         leases.dropAll();
       },
       onRecover: () => {
-        for (const id of this.supervisors.keys()) this.queue?.add(id);
+        // Firestore is back: every account now, not after the backoff its failed passes ran up
+        // during the outage (up to minutes, with jitter).
+        for (const id of this.supervisors.keys()) {
+          this.queue?.forget(id);
+          this.queue?.add(id);
+        }
+      },
+      onStall: () => this.channels.reset('heartbeat writes keep timing out'),
+      onMarkedSilent: () => {
+        for (const id of leases.heldAccounts()) void this.statusWriter?.rewrite(id);
       },
       onIdentityConflict: (other) => {
         log.fatal({ instanceId: config.instanceId, otherIncarnation: other }, 'another process runs with this INSTANCE_ID; stopping every session');
@@ -143,11 +164,18 @@ export class ReconcilerApp {
       onWrite: (collection, ok) => this.metrics.firestoreWrite(collection, ok),
     });
     this.incidents = new IncidentWriter(this.db, leases, log, (ok) => this.metrics.firestoreWrite('incidents', ok));
-    const status = new StatusWriter(this.db, this.writer);
+    const status = (this.statusWriter = new StatusWriter(this.db, this.writer));
     const qr = new QrWriter(this.db, this.writer);
     const backups = new SessionBackupStore(this.db, config.backup.key, leases);
     this.governor = new ConnectGovernor({ concurrency: config.connect.concurrency, intervalMs: config.connect.intervalMs, hooks: connectGovernorMetrics(this.metrics.registry) });
-    const queue = (this.queue = new WorkQueue<string>({ hooks: workQueueMetrics(this.metrics.registry, 'accounts') }));
+    const queue = (this.queue = new WorkQueue<string>({
+      hooks: {
+        ...workQueueMetrics(this.metrics.registry, 'accounts'),
+        // A pass that throws is retried with backoff; without this line nothing would say why.
+        onError: (accountId, err, { attempt, delayMs }) => log.warn({ accountId, err, attempt, retryInMs: delayMs }, 'reconcile pass failed; retrying'),
+      },
+    }));
+    const capacity = new CapacityGate(config.maxAccounts, (id) => queue.add(id));
     const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
     const outbox = (this.outbox = new OutboxProcessor({
       db: this.db,
@@ -158,7 +186,8 @@ export class ReconcilerApp {
       config: config.outbox,
       phaseOf: (id) => this.supervisors.get(id)?.currentPhase ?? 'pending',
     }));
-    const inbound = (this.inbound = new InboundWriter(this.db, log.child({ component: 'inbound' }), this.metrics.inbound, config.inboundRetentionDays));
+    // Before any account connects: what the journal kept from the last run is stored first.
+    const inbound = (this.inbound = await InboundWriter.open({ db: this.db, log: log.child({ component: 'inbound' }), metrics: this.metrics.inbound, retentionDays: config.inboundRetentionDays, sessionsPath: config.sessionsPath }));
     const messaging: SessionMessaging = {
       attach: (id, sock) => {
         outbox.attach(id, sock);
@@ -184,6 +213,7 @@ export class ReconcilerApp {
           qr,
           incidents: this.incidents!,
           governor: this.governor!,
+          capacity,
           timeouts,
           ...(config.waSimulator ? { socketUrl: config.waSimulator.socketUrl } : {}),
           requeue: (delayMs) => (delayMs ? queue.addAfter(accountId, delayMs) : queue.add(accountId)),
@@ -213,6 +243,25 @@ export class ReconcilerApp {
     this.ready = true;
   }
 
+  /**
+   * The incarnations of this instance id that last ran on this disk (the previous process and
+   * the ones it adopted, at most MAX_ADOPTED): we hold the host lock, so they are gone, and their
+   * leases can be taken without a write (lease-manager.ts `acquire`). Read before our first
+   * heartbeat replaces the document; none when it cannot be read in time.
+   */
+  private async predecessorsOnThisDisk(identity: Identity): Promise<string[]> {
+    try {
+      const snap = await withTimeout(this.db.collection(Collections.reconcilers).doc(identity.instanceId).get(), 10_000, 'previous heartbeat read');
+      const prev = snap.data() as { incarnation?: unknown; adoptedIncarnations?: unknown; host?: unknown; storagePath?: unknown } | undefined;
+      if (!prev || prev.host !== identity.host || prev.storagePath !== identity.storagePath || typeof prev.incarnation !== 'string') return [];
+      const older = Array.isArray(prev.adoptedIncarnations) ? prev.adoptedIncarnations.filter((i): i is string => typeof i === 'string') : [];
+      return [prev.incarnation, ...older].filter((i) => i !== identity.incarnation).slice(0, MAX_ADOPTED);
+    } catch (err) {
+      this.opts.log.warn({ err }, 'cannot read the previous heartbeat; leases are taken over by writing them');
+      return [];
+    }
+  }
+
   private async startHeartbeat(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -220,7 +269,7 @@ export class ReconcilerApp {
         return;
       } catch (err) {
         const delay = backoffDelay(attempt, { baseMs: 1_000, maxMs: 30_000, jitter: 'full' });
-        this.opts.log.warn({ err: String(err), retryInMs: delay }, 'cannot reach Firestore yet');
+        this.opts.log.warn({ err, retryInMs: delay }, 'cannot reach Firestore yet');
         await sleep(delay, this.stopping.signal);
       }
     }
@@ -239,12 +288,15 @@ export class ReconcilerApp {
     this.ready = false;
     log.info({ reason }, 'shutting down');
     let graceful = true;
-    const step = async (name: string, work: Promise<unknown>, share: number) => {
-      const ok = await Promise.race([work.then(() => true, (err: unknown) => (log.warn({ step: name, err: String(err) }, 'shutdown step failed'), false)), sleep(Math.max(500, left() * share)).then(() => false)]);
+    /** `optional`: the step's purpose is already served; not finishing it is no loss. */
+    const step = async (name: string, work: Promise<unknown>, share: number, optional = false): Promise<boolean> => {
+      let failed = false;
+      const ok = await Promise.race([work.then(() => true, (err: unknown) => (log.warn({ step: name, err }, 'shutdown step failed'), (failed = true), false)), sleep(Math.max(500, left() * share)).then(() => false)]);
       if (!ok) {
-        graceful = false;
-        log.warn({ step: name }, 'shutdown step did not finish in time');
+        if (!optional) graceful = false;
+        if (!failed) log.warn({ step: name, optional }, 'shutdown step did not finish in time');
       }
+      return ok;
     };
     this.watcher?.stop();
     this.governor?.cancelAll(new Error('shutting down'));
@@ -255,8 +307,12 @@ export class ReconcilerApp {
     if (this.writer) await step('status writes', this.writer.drain(left() / 3), 0.35);
     if (this.incidents) await step('incident writes', this.incidents.drain(left() / 4), 0.3);
     if (this.inbound) await step('inbound writes', this.inbound.drain(left() / 4), 0.3);
-    if (this.leases) await step('lease release', this.leases.release(), 0.5);
-    if (this.heartbeat) await step('final heartbeat', this.heartbeat.stop({ markStopped: true, timeoutMs: Math.min(5_000, left()) }), 0.8);
+    // The stopped heartbeat frees every lease we hold at once (a holder that says it stopped
+    // counts as gone), so it goes first; releasing each lease is then a courtesy. A lease write
+    // can wait behind Firestore locks that transactions cut off mid-flight (an outage, a killed
+    // predecessor) hold until Firestore expires them: that wait must not cost the stop marker.
+    const marked = this.heartbeat ? await step('final heartbeat', this.heartbeat.stop({ markStopped: true, timeoutMs: Math.min(5_000, left()) }), 0.5) : false;
+    if (this.leases) await step('lease release', this.leases.release(), 0.8, marked);
     if (this.store) await step('credentials', this.store.closeAll(), 0.8);
     await this.hostLock?.release();
     await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));

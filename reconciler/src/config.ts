@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import { open, stat, unlink } from 'node:fs/promises';
+import { open, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -36,6 +36,8 @@ export interface Config {
   };
   /** Absolute path of the directory holding one subdirectory of auth state per account. */
   readonly sessionsPath: string;
+  /** SESSIONS_REQUIRE_VOLUME: the start was refused unless sessionsPath is the prepared persistent disk. */
+  readonly sessionsRequireVolume: boolean;
   /** This process's identity in leases and the reconcilers collection. */
   readonly instanceId: string;
   readonly http: { readonly host: string; readonly port: number };
@@ -49,7 +51,8 @@ export interface Config {
   readonly backup: {
     /** 32-byte key that encrypts session backups. A secret: never log it (see configSummary). */
     readonly key: Buffer;
-    readonly keySource: 'env' | 'development-default';
+    /** env: BACKUP_KEY; file: read from BACKUP_KEY_FILE; development-default: the public key. */
+    readonly keySource: 'env' | 'file' | 'development-default';
   };
   /** The local WhatsApp simulator, for development; null means real WhatsApp. */
   readonly waSimulator: { readonly socketUrl: string; readonly noiseRootPubKey: Buffer } | null;
@@ -104,6 +107,7 @@ export const CONFIG_VARIABLES = [
   'GOOGLE_CLOUD_PROJECT',
   'FIREBASE_PROJECT_ID',
   'SESSIONS_PATH',
+  'SESSIONS_REQUIRE_VOLUME',
   'INSTANCE_ID',
   'HTTP_PORT',
   'HTTP_HOST',
@@ -111,6 +115,7 @@ export const CONFIG_VARIABLES = [
   'CONNECT_CONCURRENCY',
   'CONNECT_INTERVAL_MS',
   'BACKUP_KEY',
+  'BACKUP_KEY_FILE',
   'WA_SOCKET_URL',
   'WA_NOISE_ROOT_PUBKEY',
   'LOG_LEVEL',
@@ -160,6 +165,17 @@ export function decodeKey32(text: string): Buffer | null {
   return bytes;
 }
 
+/**
+ * The file that marks a directory as the prepared sessions disk (deploy/prepare-disk.sh writes it).
+ * With SESSIONS_REQUIRE_VOLUME=true the reconciler refuses a SESSIONS_PATH without it: an empty
+ * directory there is an unmounted disk, an anonymous container volume or a new blank disk, and
+ * running on it would keep credentials on storage that the next restart loses.
+ */
+export const VOLUME_MARKER = '.wafleet-volume';
+
+/** A key file longer than this is not a key (a wrong path, e.g. a certificate bundle). */
+const MAX_KEY_FILE_BYTES = 4096;
+
 const KEY_FORMAT_HINT = 'must be 32 bytes, as base64 (44 characters; `openssl rand -base64 32`) or as 64 hex characters (`openssl rand -hex 32`)';
 
 // Values are trimmed and empty strings count as unset before this runs (see loadConfig).
@@ -178,6 +194,10 @@ const EnvSchema = z.object({
   GOOGLE_CLOUD_PROJECT: z.string().optional(),
   FIREBASE_PROJECT_ID: z.string().optional(),
   SESSIONS_PATH: z.string({ error: 'is required: the directory for session keys, e.g. /var/lib/wafleet/sessions (a persistent volume in production)' }),
+  SESSIONS_REQUIRE_VOLUME: z
+    .enum(['true', 'false'], { error: (issue) => `must be true or false (or unset, which means false), got ${JSON.stringify(issue.input)}` })
+    .default('false')
+    .transform((v) => v === 'true'),
   INSTANCE_ID: z
     .string()
     .regex(INSTANCE_ID_RE, 'must be 1–128 characters of letters, digits, ".", "_" or "-"')
@@ -199,6 +219,7 @@ const EnvSchema = z.object({
       return key ?? z.NEVER;
     })
     .optional(),
+  BACKUP_KEY_FILE: z.string().optional(),
   WA_SOCKET_URL: z
     .string()
     .refine((v) => {
@@ -242,14 +263,19 @@ const EnvSchema = z.object({
 type Env = z.infer<typeof EnvSchema>;
 
 export interface LoadConfigOptions {
-  /** For the INSTANCE_ID default; defaults to os.hostname() and process.pid. */
+  /** For the INSTANCE_ID default; defaults to os.hostname(). */
   hostname?: string;
-  pid?: number;
+  /**
+   * For SESSIONS_REQUIRE_VOLUME: a directory on the filesystem that SESSIONS_PATH must not share
+   * (the boot disk, or a container's image layers). Defaults to "/".
+   */
+  rootPath?: string;
 }
 
 /**
  * Parses and checks the environment. Resolves to a frozen Config, or rejects with a ConfigError
- * listing every problem. Touches the filesystem once: a probe write in SESSIONS_PATH.
+ * listing every problem. Touches the filesystem only to check SESSIONS_PATH (a probe write, and
+ * with SESSIONS_REQUIRE_VOLUME its filesystem and marker) and to read BACKUP_KEY_FILE.
  */
 export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: LoadConfigOptions = {}): Promise<Config> {
   const raw: Partial<Record<Variable, string>> = {};
@@ -276,7 +302,25 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
 
   let backupKey: Buffer | undefined = e.BACKUP_KEY;
   let keySource: Config['backup']['keySource'] = 'env';
-  if (raw.BACKUP_KEY === undefined) {
+  if (raw.BACKUP_KEY !== undefined && raw.BACKUP_KEY_FILE !== undefined) {
+    issues.push({
+      variable: 'BACKUP_KEY_FILE',
+      message: 'and BACKUP_KEY are both set; set only one. Prefer BACKUP_KEY_FILE (the key stays out of environment listings) and unset BACKUP_KEY',
+    });
+  } else if (raw.BACKUP_KEY_FILE !== undefined) {
+    const file = path.resolve(raw.BACKUP_KEY_FILE);
+    const read = await readKeyFile(file);
+    if ('problem' in read) {
+      issues.push({ variable: 'BACKUP_KEY_FILE', message: read.problem });
+    } else {
+      backupKey = read.key;
+      keySource = 'file';
+      if (read.warning) warnings.push(read.warning);
+      if (nodeEnv === 'production' && read.key.equals(DEV_BACKUP_KEY)) {
+        issues.push({ variable: 'BACKUP_KEY_FILE', message: `${file} holds the public development key, which is refused in production; write a new one with \`openssl rand -base64 32\`` });
+      }
+    }
+  } else if (raw.BACKUP_KEY === undefined) {
     if (devLike) {
       backupKey = DEV_BACKUP_KEY;
       keySource = 'development-default';
@@ -287,7 +331,7 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     } else {
       issues.push({
         variable: 'BACKUP_KEY',
-        message: `is required when NODE_ENV is ${raw.NODE_ENV ? `"${nodeEnv}"` : 'unset (production)'}: the key that encrypts session backups, ${KEY_FORMAT_HINT}. Keep it in a secret manager; losing it makes existing backups unreadable`,
+        message: `is required when NODE_ENV is ${raw.NODE_ENV ? `"${nodeEnv}"` : 'unset (production)'}: the key that encrypts session backups, ${KEY_FORMAT_HINT}. Keep it in a secret manager; losing it makes existing backups unreadable. Or set BACKUP_KEY_FILE to a file holding it (e.g. fetched from Secret Manager at start), which keeps it out of environment listings`,
       });
     }
   } else if (backupKey && nodeEnv === 'production' && backupKey.equals(DEV_BACKUP_KEY)) {
@@ -325,6 +369,10 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     sessionsPath = path.resolve(raw.SESSIONS_PATH);
     const problem = await checkWritableDir(sessionsPath);
     if (problem) issues.push({ variable: 'SESSIONS_PATH', message: problem });
+    else if (e.SESSIONS_REQUIRE_VOLUME) {
+      const notVolume = await checkVolume(sessionsPath, path.resolve(options.rootPath ?? '/'));
+      if (notVolume) issues.push({ variable: 'SESSIONS_PATH', message: notVolume });
+    }
   }
 
   warnings.push(...lookalikeWarnings(env));
@@ -342,7 +390,8 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     nodeEnv,
     firestore: { projectId, emulatorHost },
     sessionsPath,
-    instanceId: data.INSTANCE_ID ?? defaultInstanceId(options.hostname ?? hostname(), options.pid ?? process.pid),
+    sessionsRequireVolume: data.SESSIONS_REQUIRE_VOLUME,
+    instanceId: data.INSTANCE_ID ?? defaultInstanceId(options.hostname ?? hostname(), sessionsPath),
     http: { host: data.HTTP_HOST, port: data.HTTP_PORT },
     maxAccounts: data.MAX_ACCOUNTS,
     connect: { concurrency: data.CONNECT_CONCURRENCY, intervalMs: data.CONNECT_INTERVAL_MS },
@@ -373,6 +422,7 @@ export function configSummary(config: Config): Record<string, unknown> {
     nodeEnv: config.nodeEnv,
     firestore: config.firestore,
     sessionsPath: config.sessionsPath,
+    sessionsRequireVolume: config.sessionsRequireVolume,
     instanceId: config.instanceId,
     http: config.http,
     maxAccounts: config.maxAccounts,
@@ -455,9 +505,74 @@ async function checkWritableDir(dir: string): Promise<string | null> {
   }
 }
 
-function defaultInstanceId(host: string, pid: number): string {
+/**
+ * SESSIONS_REQUIRE_VOLUME: `dir` (already known to be a writable directory) must be on another
+ * filesystem than `rootPath` and hold the VOLUME_MARKER file. Returns the problem, or null.
+ */
+async function checkVolume(dir: string, rootPath: string): Promise<string | null> {
+  const marker = path.join(dir, VOLUME_MARKER);
+  const [dirInfo, rootInfo] = await Promise.all([stat(dir), stat(rootPath).catch(() => null)]);
+  if (rootInfo && dirInfo.dev === rootInfo.dev) {
+    return (
+      `${dir} is on the same filesystem as ${rootPath} (the boot disk or the container's own layers), not on a mounted persistent disk, and SESSIONS_REQUIRE_VOLUME=true. ` +
+      `Fix: mount the sessions disk there (on the VM: \`sudo mount <mount point>\` and check with \`findmnt -T ${dir}\`; in a container: ` +
+      `\`docker run --mount type=bind,src=/mnt/disks/wafleet/sessions,dst=${dir} …\`), see docs/deploy.md; or set SESSIONS_REQUIRE_VOLUME=false on a machine without one`
+    );
+  }
+  let markerInfo;
+  try {
+    markerInfo = await stat(marker);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') return `${marker} cannot be examined (${code ?? String(error)}). Fix: chown the sessions disk to this process's user (uid ${process.getuid?.() ?? '?'})`;
+  }
+  if (markerInfo?.isFile()) return null;
+  return (
+    `${dir} has no ${VOLUME_MARKER} file, so it is not the prepared sessions disk (an unmounted disk, a container volume Docker made up because none was mounted, or a new blank disk), ` +
+    'and SESSIONS_REQUIRE_VOLUME=true. Fix: mount the sessions disk at this path (docs/deploy.md); for a new disk run deploy/prepare-disk.sh, which formats it and writes the marker; ' +
+    `for a disk you have checked is the right one (\`findmnt -T ${dir}\`), \`touch ${marker}\``
+  );
+}
+
+/** Reads a 32-byte key from a file (a trailing newline is fine). Never puts the contents in a message. */
+async function readKeyFile(file: string): Promise<{ key: Buffer; warning: string | null } | { problem: string }> {
+  const fix = `write the key there with mode 0400 owned by uid ${process.getuid?.() ?? '?'} (e.g. \`gcloud secrets versions access latest --secret=wafleet-backup-key > ${file}\`), or point BACKUP_KEY_FILE at the file that holds it`;
+  let info;
+  try {
+    info = await stat(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { problem: `${file} does not exist. Fix: ${fix}` };
+    return { problem: `${file} cannot be examined (${code ?? String(error)}). Fix: ${fix}` };
+  }
+  if (!info.isFile()) return { problem: `${file} is not a regular file. Fix: ${fix}` };
+  if (info.size > MAX_KEY_FILE_BYTES) return { problem: `${file} is ${info.size} bytes, too long to be a key (${KEY_FORMAT_HINT}). Fix: ${fix}` };
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).trim();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return { problem: `${file} is not readable by this process (uid ${process.getuid?.() ?? '?'}; ${code ?? String(error)}). Fix: ${fix}` };
+  }
+  const key = decodeKey32(text);
+  // The contents are a secret: describe them by length only.
+  if (!key) return { problem: `${file} ${KEY_FORMAT_HINT}; it holds ${text.length} characters that are neither. Fix: ${fix}` };
+  const loose = info.mode & 0o077;
+  const warning = loose
+    ? `BACKUP_KEY_FILE ${file} is open to users other than its owner (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}); \`chmod 400 ${file}\``
+    : null;
+  return { key, warning };
+}
+
+/**
+ * The host and the sessions directory, not the process: a restart on the same disk keeps its
+ * identity, so it adopts its crashed predecessor's leases without writing them (lease-manager.ts),
+ * and the host lock already makes one process per directory. (A pid here made every restart a
+ * stranger whose takeover writes waited about a minute behind the dead process's Firestore locks.)
+ */
+function defaultInstanceId(host: string, sessionsPath: string): string {
   const safeHost = host.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 100) || 'host';
-  return `${safeHost}-${pid}`;
+  return `${safeHost}-${createHash('sha256').update(sessionsPath).digest('hex').slice(0, 8)}`;
 }
 
 /** The per-variable results of a failed parse, so cross-variable checks still see valid values. */

@@ -17,7 +17,8 @@
  * main creates one logger with `createLogger({ level: config.logLevel })` and hands out children.
  */
 import { maskPhone } from '@wafleet/contract';
-import { pino } from 'pino';
+import { createGcpLoggingPinoConfig } from '@google-cloud/pino-logging-gcp-config';
+import { pino, stdTimeFunctions } from 'pino';
 import type { DestinationStream, Level, LevelWithSilent, Logger, LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
@@ -192,24 +193,43 @@ const SEVERITY: Record<string, string> = {
   fatal: 'CRITICAL',
 };
 
+/** Cloud Logging's special field for a line's labels: a flat map of strings, indexed for filtering. */
+export const LABELS_KEY = 'logging.googleapis.com/labels';
+/** Binding and log fields that become labels, so that a person can filter by account or instance. */
+const LABEL_FIELDS = ['accountId', 'instanceId', 'component'] as const;
+
 export interface CreateLoggerOptions {
   level: LevelWithSilent;
   /** Where lines go; default stdout (synchronous, so a crash does not eat its own last lines). */
   destination?: DestinationStream;
   /** Fields on every line; default pid and hostname. */
   base?: Record<string, unknown>;
+  /** What Error Reporting groups errors under (`serviceContext`). */
+  service?: { service: string; version: string };
 }
 
-/** THE logger factory. See the module comment for what it removes. */
-export function createLogger({ level, destination, base }: CreateLoggerOptions): Logger {
-  const options: LoggerOptions = {
+/**
+ * THE logger factory. See the module comment for what it removes. Lines are Cloud Logging
+ * structured entries (https://cloud.google.com/logging/docs/structured-logging), laid out by
+ * Google's own pino configuration: the text under `message`, `severity`, `serviceContext` and a
+ * sequential `logging.googleapis.com/insertId`; on top of it an RFC 3339 `time`, the labels, and
+ * errors as objects (`err`: type, message, stack) plus `stack_trace`, which Error Reporting reads.
+ * `level` stays as pino's label, for people and for grep.
+ */
+export function createLogger({ level, destination, base, service }: CreateLoggerOptions): Logger {
+  const ours: LoggerOptions = {
     level,
-    // Cloud Logging reads `severity`; the label keeps lines readable without pino-pretty.
     formatters: {
-      level: (label) => ({ level: label, severity: SEVERITY[label] ?? 'DEFAULT' }),
       bindings: (bindings) => scrubValue(bindings) as Record<string, unknown>,
-      log: (object) => scrubValue(object) as Record<string, unknown>,
+      log: (object) => {
+        const out = scrubValue(object) as Record<string, unknown>;
+        const stack = (out.err as { stack?: unknown } | undefined)?.stack;
+        if ((object as { err?: unknown }).err instanceof Error && typeof stack === 'string') out.stack_trace = stack;
+        return out;
+      },
     },
+    // One labels object per line, from the line's own fields and the logger's bindings.
+    mixin: (object, _level, logger) => labelsOf(object as Record<string, unknown>, logger.bindings()),
     // Layer 1 already turned errors into plain objects; pino's default serializer would re-wrap
     // them (and mislabel their type), so pass them through, serializing any that arrive unscrubbed.
     serializers: { err: (value: unknown) => (value instanceof Error ? scrubValue(value) : value) },
@@ -218,18 +238,36 @@ export function createLogger({ level, destination, base }: CreateLoggerOptions):
       logMethod(args, method) {
         const scrubbed: unknown[] = args.map((arg, i) => (typeof arg === 'string' ? scrubText(arg) : i === 0 ? arg : scrubValue(arg)));
         const [first] = scrubbed;
-        // pino falls back to err.message for the line's msg; supply it scrubbed instead.
+        // pino falls back to err.message for the line's message; supply it scrubbed instead.
         if (scrubbed.length === 1 && typeof first === 'object' && first !== null) {
           const err = first instanceof Error ? first : (first as { err?: unknown }).err;
-          if (err instanceof Error && (first as { msg?: unknown }).msg === undefined) scrubbed.push(scrubText(err.message));
+          if (err instanceof Error && (first as { message?: unknown }).message === undefined) scrubbed.push(scrubText(err.message));
         }
         (method as (...a: unknown[]) => void).apply(this, scrubbed);
       },
       streamWrite: (line) => scrubPatterns(line),
     },
   };
-  if (base !== undefined) options.base = base;
+  if (base !== undefined) ours.base = base;
+  // No project id for trace links and no detection of the service: both would ask the metadata
+  // server, which is not there off Google Cloud; the one-off diagnostic line is noise.
+  const options = createGcpLoggingPinoConfig(
+    { serviceContext: service ?? { service: 'wafleet-reconciler', version: 'dev' }, traceGoogleCloudProjectId: '', inihibitDiagnosticMessage: true },
+    ours as never,
+  ) as unknown as LoggerOptions;
+  options.formatters = { ...options.formatters, level: (label) => ({ level: label, severity: SEVERITY[label] ?? 'DEFAULT' }) };
+  // RFC 3339, which Cloud Logging reads from `time` as it reads its {seconds, nanos} `timestamp`.
+  options.timestamp = stdTimeFunctions.isoTime;
   return destination ? pino(options, destination) : pino(options);
+}
+
+function labelsOf(object: Record<string, unknown>, bindings: Record<string, unknown>): Record<string, unknown> {
+  const labels: Record<string, string> = {};
+  for (const field of LABEL_FIELDS) {
+    const value = object[field] ?? bindings[field];
+    if (typeof value === 'string' && value.length > 0) labels[field] = value;
+  }
+  return Object.keys(labels).length > 0 ? { [LABELS_KEY]: labels } : {};
 }
 
 const LEVEL_ORDER: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];

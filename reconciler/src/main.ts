@@ -2,7 +2,7 @@
  * The reconciler process. Exit codes: 0 after a graceful stop, 1 on a failure or a forced stop,
  * 2 on invalid configuration (the message says which variable and how to fix it).
  */
-import { ReconcilerApp } from './app.ts';
+import { ReconcilerApp, VERSION } from './app.ts';
 import { ConfigError, configSummary, loadConfig } from './config.ts';
 import { createLogger, routeConsoleToLogger } from './log.ts';
 import { trustNoiseRoot } from './session/noise-root.ts';
@@ -22,7 +22,7 @@ try {
 // which otherwise delays the first Firestore call by seconds.
 if (config.firestore.emulatorHost) process.env.METADATA_SERVER_DETECTION ??= 'none';
 
-const log = createLogger({ level: config.logLevel });
+const log = createLogger({ level: config.logLevel, service: { service: 'wafleet-reconciler', version: VERSION } });
 // libsignal prints session keys with console.info; from here on the console goes through the scrubber.
 routeConsoleToLogger(log);
 for (const warning of config.warnings) log.warn(warning);
@@ -52,12 +52,12 @@ const onSignal = (signal: NodeJS.Signals) => {
 };
 process.on('SIGTERM', onSignal);
 process.on('SIGINT', onSignal);
-process.on('unhandledRejection', (err) => log.error({ err: String(err) }, 'unhandled rejection'));
+process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 
 try {
   await app.start();
 } catch (err) {
-  log.fatal({ err: err instanceof Error ? err.stack : String(err) }, 'start failed');
+  log.fatal({ err }, 'start failed');
   await app.stop('start failed').catch(() => undefined);
   process.exit(1);
 }

@@ -2,7 +2,7 @@
  * What AccountOutbox takes in from the outbox listener. Pure bookkeeping: the account is not
  * connected, so nothing is claimed or written (the store is never reached).
  */
-import type { OutboxDoc, Owner } from '@wafleet/contract';
+import type { ClaimOwner, OutboxDoc } from '@wafleet/contract';
 import { Timestamp } from 'firebase-admin/firestore';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import type { OutboxStore } from '../src/outbox/outbox-store.ts';
 import { OutboxWriter } from '../src/outbox/outbox-writer.ts';
 
 const log = pino({ level: 'silent' });
-const us: Owner = { instanceId: 'vm-a', epoch: 3 };
+const us: ClaimOwner = { instanceId: 'vm-a', epoch: 3, incarnation: 'inc-now' };
 
 function outbox(): AccountOutbox {
   const unreachable = new Proxy({}, { get: () => () => Promise.reject(new Error('the store must not be used here')) }) as OutboxStore;
@@ -45,5 +45,14 @@ describe('AccountOutbox listener input', () => {
     a.remove('m-2');
     a.remove('m-3');
     expect(a.backlog()).toMatchObject({ queued: 0, sending: 0, oldestQueuedMs: null });
+  });
+
+  it('takes in a claim of the crashed process whose lease it adopted (same instance and epoch, another incarnation), which otherwise sat in sending forever', () => {
+    const a = outbox();
+    const leaseUntil = Timestamp.fromMillis(Date.now() + 55_000);
+    a.upsert('m-1', doc({ status: 'sending', claimedBy: { instanceId: 'vm-a', epoch: 3, incarnation: 'inc-dead' }, leaseUntil, attemptCount: 1 }));
+    // Written before claims named their incarnation: not ours either.
+    a.upsert('m-2', doc({ status: 'sending', claimedBy: { instanceId: 'vm-a', epoch: 3 }, leaseUntil, attemptCount: 1 }));
+    expect(a.backlog()).toMatchObject({ queued: 0, sending: 2 });
   });
 });

@@ -1,6 +1,7 @@
 /**
  * kill -9 at random instants while a real child process rewrites creds and keys (and restores
- * snapshots) as fast as it can; after every kill the state must load and be consistent.
+ * snapshots) as fast as it can; after every kill the state must load and be consistent. A second
+ * writer restores snapshots with their backup generation: the marker must always match the state.
  *
  * Start-up cost decides this test's run time, so: the writer (fixtures/auth-crash-writer.ts and
  * the store it imports) is bundled once with esbuild and run by plain `node`, which starts ~3×
@@ -18,7 +19,8 @@ import { tempDir, waitFor } from './helpers.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
-const writer = path.join(here, 'fixtures', 'auth-crash-writer.ts');
+const WRITERS = ['auth-crash-writer', 'auth-generation-crash-writer'] as const;
+type Writer = (typeof WRITERS)[number];
 // 20 kills take ~20 s on an idle 2-core machine, almost all of it child start-up (Baileys alone is
 // ~0.6 s of CPU to import). On a machine shared with other suites the test stops adding kills
 // after BUDGET_MS, but always does at least MIN_KILLS.
@@ -26,6 +28,7 @@ const KILLS = 20;
 const MIN_KILLS = 10;
 const BUDGET_MS = 25_000;
 const POOL = 3;
+const GENERATION_KILLS = 10;
 
 interface Child {
   proc: ChildProcess;
@@ -47,15 +50,23 @@ const externalPackages: Plugin = {
 };
 
 let bundleDir: { dir: string; cleanup: () => Promise<void> };
-let bundle: string;
 beforeAll(async () => {
   bundleDir = await tempDir('wafleet-crash-bundle-');
-  bundle = path.join(bundleDir.dir, 'auth-crash-writer.mjs');
-  await build({ entryPoints: [writer], outfile: bundle, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'silent', plugins: [externalPackages] });
+  await build({
+    entryPoints: WRITERS.map((name) => path.join(here, 'fixtures', `${name}.ts`)),
+    outdir: bundleDir.dir,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'silent',
+    plugins: [externalPackages],
+  });
 });
 
-function spawnWriter(root: string, accountId: string): Child {
-  const proc = spawn(process.execPath, [bundle, root, accountId], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+function spawnWriter(writer: Writer, args: string[]): Child {
+  const proc = spawn(process.execPath, [path.join(bundleDir.dir, `${writer}.mjs`), ...args], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
   const child: Child = {
     proc,
     output: '',
@@ -67,6 +78,40 @@ function spawnWriter(root: string, accountId: string): Child {
 }
 
 const children: Child[] = [];
+
+/** Starts `POOL` children ahead of time; `next()` hands out one whose start-up has begun. */
+function writerPool(writer: Writer, args: string[], max: number): { next: () => Child } {
+  const pool: Child[] = [];
+  let started = 0;
+  const refill = (): void => {
+    while (pool.length < POOL && started < max) {
+      const child = spawnWriter(writer, args);
+      started++;
+      children.push(child);
+      pool.push(child);
+    }
+  };
+  refill();
+  return {
+    next: () => {
+      const child = pool.shift();
+      if (!child) throw new Error('pool exhausted');
+      refill();
+      return child;
+    },
+  };
+}
+
+/** Lets the child start writing, then kills it after 5–80 ms. */
+async function killWhileWriting(child: Child): Promise<void> {
+  await waitFor(() => child.output.includes('loaded') || child.proc.exitCode !== null, { timeoutMs: 30_000, label: 'writer to load' });
+  child.proc.stdin?.write('go\n');
+  await waitFor(() => child.output.includes('running') || child.proc.exitCode !== null, { timeoutMs: 15_000, label: 'writer to run' });
+  expect(child.proc.exitCode, child.output).toBeNull();
+  await new Promise((resolve) => setTimeout(resolve, 5 + Math.floor(Math.random() * 76)));
+  child.proc.kill('SIGKILL');
+  expect(await child.exited).toBe('SIGKILL');
+}
 afterAll(async () => {
   for (const child of children) if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL');
   await bundleDir?.cleanup();
@@ -76,29 +121,12 @@ describe('auth state under kill -9', () => {
   it(`loads consistently after ${MIN_KILLS}–${KILLS} kills at random instants`, async () => {
     const { dir: root, cleanup } = await tempDir();
     const accountId = 'wa-crash';
-    const pool: Child[] = [];
-    const refill = (): void => {
-      while (pool.length < POOL && children.length < KILLS) {
-        const child = spawnWriter(root, accountId);
-        children.push(child);
-        pool.push(child);
-      }
-    };
     try {
-      refill();
+      const pool = writerPool('auth-crash-writer', [root, accountId], KILLS);
       const counters: number[] = [];
       const started = Date.now();
       for (let kill = 0; kill < KILLS && (kill < MIN_KILLS || Date.now() - started < BUDGET_MS); kill++) {
-        const child = pool.shift();
-        if (!child) throw new Error('pool exhausted');
-        refill();
-        await waitFor(() => child.output.includes('loaded') || child.proc.exitCode !== null, { timeoutMs: 30_000, label: 'writer to load' });
-        child.proc.stdin?.write('go\n');
-        await waitFor(() => child.output.includes('running') || child.proc.exitCode !== null, { timeoutMs: 15_000, label: 'writer to run' });
-        expect(child.proc.exitCode, child.output).toBeNull();
-        await new Promise((resolve) => setTimeout(resolve, 5 + Math.floor(Math.random() * 76)));
-        child.proc.kill('SIGKILL');
-        expect(await child.exited).toBe('SIGKILL');
+        await killWhileWriting(pool.next());
 
         const store = await AuthStore.create({ root });
         const auth = await store.open(accountId); // throws CorruptAuthStateError if any file is torn
@@ -137,6 +165,37 @@ describe('auth state under kill -9', () => {
       // Progress survived the kills: each run continued from where the previous one stopped.
       for (let i = 1; i < counters.length; i++) expect(counters[i]).toBeGreaterThanOrEqual(counters[i - 1] as number);
       expect(counters.at(-1)).toBeGreaterThan(counters[0] as number);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it(`the backup generation marker always matches the restored state, after ${GENERATION_KILLS} kills`, async () => {
+    const { dir, cleanup } = await tempDir();
+    const root = path.join(dir, 'live');
+    const accountId = 'wa-gen';
+    try {
+      const pool = writerPool('auth-generation-crash-writer', [root, dir, accountId], GENERATION_KILLS);
+      const generations: number[] = [];
+      for (let kill = 0; kill < GENERATION_KILLS; kill++) {
+        await killWhileWriting(pool.next());
+        const store = await AuthStore.create({ root });
+        const generation = await store.backupGeneration(accountId);
+        expect(await store.exists(accountId)).toBe(true); // "running" comes after the first restore
+        const auth = await store.open(accountId);
+        try {
+          // Restore switches state and marker as one: a marker never names another state's generation.
+          expect(generation).toBe(auth.state.creds.accountSyncCounter);
+        } finally {
+          await auth.close();
+        }
+        generations.push(generation as number);
+        expect((await readdir(root)).filter((n) => n.startsWith('.'))).toEqual([]);
+        expect((await readdir(path.join(root, accountId))).filter((n) => n.startsWith('.'))).toEqual([]);
+      }
+      expect(generations).toHaveLength(GENERATION_KILLS);
+      for (let i = 1; i < generations.length; i++) expect(generations[i]).toBeGreaterThanOrEqual(generations[i - 1] as number);
+      expect(generations.at(-1)).toBeGreaterThan(generations[0] as number);
     } finally {
       await cleanup();
     }

@@ -19,9 +19,11 @@ import {
   AuthStore,
   CorruptAuthStateError,
   InvalidAuthSnapshotError,
+  AuthStateNotFoundError,
   type AccountAuthState,
   type AuthWriteEvent,
 } from '../src/store/auth-state.ts';
+import { shardCount, shardFileName, shardOf } from '../src/store/auth-layout.ts';
 import { LineCollector, tempDir } from './helpers.ts';
 
 let root: string;
@@ -211,6 +213,49 @@ describe('AuthStore: writes', () => {
     const shardDir = path.join(auth.dir, 'keys', 'session');
     const texts = await Promise.all((await readdir(shardDir)).map((f) => readFile(path.join(shardDir, f), 'utf8')));
     expect(texts.some((t) => t.includes('"s1"'))).toBe(true);
+  });
+
+  it('deferWrites: a decryption\'s changes stay off the disk until committed, through Baileys\' transaction and cache layers; others stay durable', async () => {
+    const auth = await store.open('wa-01');
+    // The stack Baileys 7 puts over our keys (session-driver.ts, then makeSocket).
+    const logger = baileysLogger(createLogger({ level: 'silent' }), 'wa-01');
+    const keys = addTransactionCapability(makeCacheableSignalKeyStore(auth.state.keys, logger), logger, { maxCommitRetries: 1, delayBetweenTriesMs: 1 });
+    const onDisk = (type: string, id: string) => shardFileOf(auth.dir, type, id).then(() => true, () => false);
+    const deferred = auth.deferWrites(() => keys.transaction(async () => keys.set({ session: { 'alice.0': new Uint8Array([7]) } }), 'alice'));
+    await deferred.result;
+    // Meanwhile an ordinary write of another kind (an encrypt elsewhere, a pre-key upload).
+    await keys.set({ 'pre-key': preKeys(1, 500) });
+    expect(await onDisk('pre-key', '500')).toBe(true);
+    expect(await onDisk('session', 'alice.0')).toBe(false);
+    // Read back from memory all the same: Baileys sees its own change.
+    expect(Object.keys(await auth.state.keys.get('session', ['alice.0']))).toEqual(['alice.0']);
+    deferred.commit();
+    await auth.flush();
+    expect(await onDisk('session', 'alice.0')).toBe(true);
+  });
+
+  it('deferWrites: changes never committed stay off the disk (the kill -9 case: the message was neither journaled nor receipted)', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.state.keys.set({ session: { 'bob.0': new Uint8Array([1]) } });
+    await auth.deferWrites(async () => auth.state.keys.set({ session: { 'bob.0': new Uint8Array([2]) } })).result;
+    // What a process that dies now leaves: only what was written.
+    await auth.flush();
+    const text = await readFile(path.join(auth.dir, await shardFileOf(auth.dir, 'session', 'bob.0')), 'utf8');
+    expect(text).toContain(JSON.stringify(Buffer.from([1]).toString('base64')).slice(1, -1));
+    expect(text).not.toContain(Buffer.from([2]).toString('base64'));
+  });
+
+  it('deferWrites: close writes changes not committed yet (Baileys may still receipt that message on its way down; losing its ratchet step would break the chat)', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.state.keys.set({ session: { 'bob.0': new Uint8Array([1]) } });
+    const held = auth.deferWrites(async () => auth.state.keys.set({ session: { 'bob.0': new Uint8Array([2]) } }));
+    await held.result;
+    await auth.close();
+    held.commit(); // after the close: nothing more to do, and no error
+    const reopened = await store.open('wa-01');
+    expect(Buffer.from((await reopened.state.keys.get('session', ['bob.0']))['bob.0']!)).toEqual(Buffer.from([2]));
   });
 
   it('stores secrets with owner-only permissions (dirs 0700, files 0600)', async () => {
@@ -423,6 +468,211 @@ describe('AuthStore: snapshot, restore, wipe, list', () => {
     expect(await store.listAccounts()).toEqual(['wa-01', 'wa-02']);
     await expect(store.open('../etc')).rejects.toBeInstanceOf(TypeError);
     await expect(store.wipe('.trash-wa-01-00000000')).rejects.toBeInstanceOf(TypeError);
+  });
+});
+
+/** Every file of an account directory, relative path → bytes. */
+async function filesOf(dir: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const full = path.join(entry.parentPath, entry.name);
+    out.set(path.relative(dir, full), await readFile(full));
+  }
+  return out;
+}
+
+/** The shard file holding `id` of `type`. */
+async function shardFileOf(dir: string, type: string, id: string): Promise<string> {
+  for (const name of await readdir(path.join(dir, 'keys', type))) {
+    if ((await readFile(path.join(dir, 'keys', type, name), 'utf8')).includes(JSON.stringify(id))) return `keys/${type}/${name}`;
+  }
+  throw new Error(`no shard holds ${type} ${id}`);
+}
+
+describe('AuthStore: backup generation marker', () => {
+  it('is null until set, survives reopening the store, and does not disturb open()', async () => {
+    const lines = new LineCollector();
+    const logged = await AuthStore.create({ root, logger: createLogger({ level: 'trace', destination: lines }) });
+    const auth = await logged.open('wa-01');
+    await populate(auth);
+    expect(await logged.backupGeneration('wa-01')).toBeNull();
+    await logged.setBackupGeneration('wa-01', 5); // while open: a backup was just saved
+    expect(await logged.backupGeneration('wa-01')).toBe(5);
+    await auth.close();
+
+    const again = await AuthStore.create({ root, logger: createLogger({ level: 'trace', destination: lines }) });
+    expect(await again.backupGeneration('wa-01')).toBe(5);
+    const reopened = await again.open('wa-01');
+    expect(reopened.isNew).toBe(false);
+    expect(reopened.keyCount('pre-key')).toBe(30);
+    await reopened.close();
+    expect(lines.text).not.toMatch(/unexpected file/);
+    expect(await again.listAccounts()).toEqual(['wa-01']);
+    expect((await stat(path.join(root, 'wa-01', 'backup-generation.json'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('goes with the state: wipe removes it, restore writes the given generation (or none)', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.close();
+    const blob = await store.snapshot('wa-01');
+    await store.setBackupGeneration('wa-01', 3);
+    await store.restore('wa-01', blob, { generation: 8 });
+    expect(await store.backupGeneration('wa-01')).toBe(8);
+    // A restore without a generation replaces the whole directory, the marker included.
+    await store.restore('wa-01', blob);
+    expect(await store.backupGeneration('wa-01')).toBeNull();
+    await store.setBackupGeneration('wa-01', 9);
+    expect(await store.wipe('wa-01')).toBe(true);
+    expect(await store.backupGeneration('wa-01')).toBeNull();
+    await expect(store.setBackupGeneration('wa-01', 10)).rejects.toBeInstanceOf(AuthStateNotFoundError);
+    await expect(store.setBackupGeneration('wa-02', 0)).rejects.toBeInstanceOf(RangeError);
+  });
+
+  it('is written into the staging directory, so a crash after the commit point finds it with the state', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.close();
+    const blob = await store.snapshot('wa-01');
+    const staging = await AuthStore.create({ root: path.join(root, 'staging-area') });
+    await staging.restore('wa-01', blob, { generation: 12 });
+    const { rename } = await import('node:fs/promises');
+    await rename(path.join(root, 'staging-area', 'wa-01'), path.join(root, '.ready-wa-01'));
+    expect(await (await AuthStore.create({ root })).backupGeneration('wa-01')).toBe(12);
+  });
+
+  it('fresh creds opened over a stray marker drop it: they are based on no backup', async () => {
+    await mkdir(path.join(root, 'wa-01'), { recursive: true });
+    await writeFile(path.join(root, 'wa-01', 'backup-generation.json'), '{"format":"wafleet-backup-generation","v":1,"generation":4}\n');
+    const auth = await store.open('wa-01');
+    expect(auth.isNew).toBe(true);
+    expect(await store.backupGeneration('wa-01')).toBeNull();
+  });
+
+  it('an unreadable marker reads as unknown, not as an error', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await store.setBackupGeneration('wa-01', 2);
+    await writeFile(path.join(root, 'wa-01', 'backup-generation.json'), '{"gen');
+    expect(await store.backupGeneration('wa-01')).toBeNull();
+  });
+});
+
+describe('AuthStore: repairing corrupt files from a backup', () => {
+  /** A populated account, its snapshot, then newer local changes the snapshot does not have. */
+  async function backedUpThenChanged(): Promise<{ blob: Buffer; dir: string }> {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.state.keys.set({ session: { 'old.0': new Uint8Array([1]) } });
+    const blob = await store.snapshot('wa-01');
+    const newSessions: Record<string, Uint8Array> = {};
+    for (let i = 0; i < 40; i++) newSessions[`newer-${i}.0`] = new Uint8Array([2, i]);
+    await auth.state.keys.set({ session: newSessions, 'pre-key': preKeys(5, 100) });
+    auth.state.creds.nextPreKeyId = 105;
+    await auth.saveCreds();
+    await auth.close();
+    return { blob, dir: path.join(root, 'wa-01') };
+  }
+
+  it('replaces only the corrupt shard; every good file stays byte-identical and newer keys survive', async () => {
+    const { blob, dir } = await backedUpThenChanged();
+    const corrupt = await shardFileOf(dir, 'session', 'old.0');
+    const before = await filesOf(dir);
+    await writeFile(path.join(dir, corrupt), before.get(corrupt)!.subarray(0, 10)); // torn by outside damage
+    await expect(store.open('wa-01')).rejects.toBeInstanceOf(CorruptAuthStateError);
+
+    expect(await store.repair('wa-01', blob)).toEqual({ replaced: [corrupt] });
+    const after = await filesOf(dir);
+    expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
+    for (const [file, bytes] of before) if (file !== corrupt) expect(after.get(file)!.equals(bytes), file).toBe(true);
+
+    const auth = await store.open('wa-01');
+    expect(auth.state.creds.nextPreKeyId).toBe(105); // local creds, not the backup's
+    expect([...(await auth.state.keys.get('session', ['old.0']))['old.0']!]).toEqual([1]); // from the backup
+    const ids = Array.from({ length: 40 }, (_, i) => `newer-${i}.0`);
+    const newer = await auth.state.keys.get('session', ids);
+    // Sessions newer than the backup survive, except those that lived in the corrupt shard.
+    const lost = ids.filter((id) => shardFileName(shardOf(id, shardCount('session'))) === path.basename(corrupt));
+    expect(Object.keys(newer).sort()).toEqual(ids.filter((id) => !lost.includes(id)).sort());
+    expect(lost.length).toBeLessThan(5);
+    expect(auth.keyCount('pre-key')).toBe(35);
+  });
+
+  it('replaces a corrupt creds.json from the backup and leaves the shards alone', async () => {
+    const { blob, dir } = await backedUpThenChanged();
+    const before = await filesOf(dir);
+    await writeFile(path.join(dir, 'creds.json'), '{"noiseKey":');
+    expect(await store.repair('wa-01', blob)).toEqual({ replaced: ['creds.json'] });
+    const after = await filesOf(dir);
+    for (const [file, bytes] of before) if (file !== 'creds.json') expect(after.get(file)!.equals(bytes), file).toBe(true);
+    const auth = await store.open('wa-01');
+    expect(auth.state.creds.me?.id).toBe('15550001001:3@s.whatsapp.net');
+    expect(auth.keyCount('pre-key')).toBe(35);
+  });
+
+  it('removes a corrupt shard the backup has nothing for', async () => {
+    const { blob, dir } = await backedUpThenChanged();
+    const auth = await store.open('wa-01');
+    await auth.state.keys.set({ 'identity-key': { '15550009999.0': new Uint8Array(32) } }); // a type the backup lacks
+    await auth.close();
+    const onlyLocal = await shardFileOf(dir, 'identity-key', '15550009999.0');
+    await writeFile(path.join(dir, onlyLocal), 'garbage');
+    expect(await store.repair('wa-01', blob)).toEqual({ replaced: [onlyLocal] });
+    expect((await filesOf(dir)).has(onlyLocal)).toBe(false);
+    expect((await store.open('wa-01')).keyCount('pre-key')).toBe(35);
+  });
+
+  it('does nothing when nothing is corrupt, and refuses while open or with another identity', async () => {
+    const { blob, dir } = await backedUpThenChanged();
+    const before = await filesOf(dir);
+    writes.length = 0;
+    expect(await store.repair('wa-01', blob)).toEqual({ replaced: [] });
+    expect(writes).toEqual([]);
+    expect(await filesOf(dir)).toEqual(before);
+
+    const corrupt = await shardFileOf(dir, 'session', 'old.0');
+    await writeFile(path.join(dir, corrupt), 'garbage');
+    const other = await AuthStore.create({ root: path.join(root, 'other') });
+    const stranger = await other.open('wa-01');
+    await populate(stranger);
+    await stranger.close();
+    await expect(store.repair('wa-01', await other.snapshot('wa-01'))).rejects.toThrow(/another identity/);
+    await expect(store.repair('wa-02', blob)).rejects.toBeInstanceOf(InvalidAuthSnapshotError);
+    const held = await store.open('wa-01', { dropCorruptShards: true });
+    await expect(store.repair('wa-01', blob)).rejects.toBeInstanceOf(AuthStateInUseError);
+    await held.close();
+  });
+});
+
+describe('AuthStore: opening despite corrupt shards, without a backup', () => {
+  it('drops exactly the corrupt shards and says which; the link and every other key stay', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.close();
+    const dir = path.join(root, 'wa-01');
+    const corrupt = await shardFileOf(dir, 'session', '15550001001.0');
+    await writeFile(path.join(dir, corrupt), '{"format":"wafleet-keys","v":1,"type":"session","shard":');
+    await expect(store.open('wa-01')).rejects.toBeInstanceOf(CorruptAuthStateError);
+
+    const opened = await store.open('wa-01', { dropCorruptShards: true });
+    expect(opened.droppedShards).toEqual([corrupt]);
+    expect(opened.isNew).toBe(false);
+    expect(opened.state.creds.me?.id).toBe('15550001001:3@s.whatsapp.net');
+    expect(await opened.state.keys.get('session', ['15550001001.0'])).toEqual({});
+    expect(opened.keyCount('pre-key')).toBe(30);
+    expect((await filesOf(dir)).has(corrupt)).toBe(false);
+    await opened.close();
+    expect((await store.open('wa-01')).droppedShards).toEqual([]);
+  });
+
+  it('a corrupt creds.json is still an error: never silently fresh credentials', async () => {
+    const auth = await store.open('wa-01');
+    await populate(auth);
+    await auth.close();
+    await writeFile(path.join(root, 'wa-01', 'creds.json'), 'not json');
+    await expect(store.open('wa-01', { dropCorruptShards: true })).rejects.toSatisfy((e: unknown) => e instanceof CorruptAuthStateError && e.file === 'creds.json');
+    expect((await readFile(path.join(root, 'wa-01', 'creds.json'), 'utf8'))).toBe('not json');
   });
 });
 

@@ -1,7 +1,8 @@
-import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, DEV_BACKUP_KEY, configSummary, loadConfig } from '../src/config.ts';
+import { ConfigError, DEV_BACKUP_KEY, VOLUME_MARKER, configSummary, loadConfig, type LoadConfigOptions } from '../src/config.ts';
 import { tempDir } from './helpers.ts';
 
 const KEY = Buffer.from('0123456789abcdef0123456789abcdef'); // 32 bytes
@@ -20,9 +21,9 @@ function prodEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { NODE_ENV: 'production', GCLOUD_PROJECT: 'wafleet-prod', SESSIONS_PATH: dir, BACKUP_KEY: KEY.toString('base64'), ...extra };
 }
 
-async function configError(env: NodeJS.ProcessEnv): Promise<ConfigError> {
+async function configError(env: NodeJS.ProcessEnv, options: LoadConfigOptions = {}): Promise<ConfigError> {
   try {
-    await loadConfig(env);
+    await loadConfig(env, options);
   } catch (error) {
     if (error instanceof ConfigError) return error;
     throw error;
@@ -38,12 +39,13 @@ function problemOf(error: ConfigError, variable: string): string {
 
 describe('loadConfig', () => {
   it('applies the documented defaults to a minimal production environment', async () => {
-    const config = await loadConfig(prodEnv(), { hostname: 'node-a.internal', pid: 4242 });
+    const config = await loadConfig(prodEnv(), { hostname: 'node-a.internal' });
     expect(config).toMatchObject({
       nodeEnv: 'production',
       firestore: { projectId: 'wafleet-prod', emulatorHost: null },
       sessionsPath: dir,
-      instanceId: 'node-a.internal-4242',
+      sessionsRequireVolume: false,
+      instanceId: `node-a.internal-${createHash('sha256').update(dir).digest('hex').slice(0, 8)}`,
       http: { host: '0.0.0.0', port: 8080 },
       maxAccounts: 30,
       connect: { concurrency: 2, intervalMs: 250 },
@@ -163,6 +165,71 @@ describe('loadConfig', () => {
       await chmod(unwritable, 0o500);
     }
     expect(problemOf(await configError(prodEnv({ SESSIONS_PATH: unwritable })), 'SESSIONS_PATH')).toMatch(/not writable|read-only/);
+  });
+
+  it('BACKUP_KEY_FILE: the key read from a file, never echoed; exclusive with BACKUP_KEY; loose modes warned about', async () => {
+    const keyDir = path.join(dir, 'secrets');
+    await mkdir(keyDir);
+    const file = path.join(keyDir, 'backup-key');
+    await writeFile(file, `${KEY.toString('base64')}\n`, { mode: 0o400 });
+    const config = await loadConfig(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: file }));
+    expect(config.backup.key.equals(KEY)).toBe(true);
+    expect(config.backup.keySource).toBe('file');
+    expect(config.warnings).toEqual([]);
+    expect(JSON.stringify(configSummary(config))).toMatch(/"keySource":"file","keyFingerprint":"[0-9a-f]{8}"/);
+
+    // Both set: which one wins is not guessed.
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_FILE: file })), 'BACKUP_KEY_FILE')).toMatch(/both set; set only one/);
+    // Missing, a directory, not a key: refused with the fix named, the contents never shown.
+    const missing = path.join(keyDir, 'nope');
+    const noFile = problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: missing })), 'BACKUP_KEY_FILE');
+    expect(noFile).toContain(`${missing} does not exist. Fix:`);
+    expect(noFile).toContain('gcloud secrets versions access latest --secret=wafleet-backup-key');
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: keyDir })), 'BACKUP_KEY_FILE')).toMatch(/is not a regular file/);
+    const secret = 'c2VjcmV0LWJ1dC10b28tc2hvcnQ=';
+    const bad = path.join(keyDir, 'bad');
+    await writeFile(bad, secret, { mode: 0o400 });
+    const badError = await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: bad }));
+    expect(problemOf(badError, 'BACKUP_KEY_FILE')).toMatch(/must be 32 bytes.*holds 28 characters/);
+    expect(badError.message).not.toContain(secret);
+    const big = path.join(keyDir, 'big');
+    await writeFile(big, 'x'.repeat(5000));
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: big })), 'BACKUP_KEY_FILE')).toMatch(/5000 bytes, too long to be a key/);
+    // The public development key is refused in production from a file too.
+    const dev = path.join(keyDir, 'dev');
+    await writeFile(dev, DEV_BACKUP_KEY.toString('hex'), { mode: 0o400 });
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: dev })), 'BACKUP_KEY_FILE')).toMatch(/public development key/);
+    // Readable by others: works, with a warning that names the chmod.
+    await chmod(file, 0o644);
+    const loose = await loadConfig(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: file }));
+    expect(loose.warnings).toEqual([`BACKUP_KEY_FILE ${file} is open to users other than its owner (mode 0644); \`chmod 400 ${file}\``]);
+    if (process.getuid?.() !== 0) {
+      await chmod(file, 0o000);
+      expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: file })), 'BACKUP_KEY_FILE')).toMatch(/not readable by this process/);
+    }
+  });
+
+  it('SESSIONS_REQUIRE_VOLUME: off by default; on, SESSIONS_PATH must be a mounted filesystem holding the disk marker', async () => {
+    expect(problemOf(await configError(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'yes' })), 'SESSIONS_REQUIRE_VOLUME')).toMatch(/must be true or false.*"yes"/);
+    expect((await loadConfig(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'false' }))).sessionsRequireVolume).toBe(false);
+
+    // On the same filesystem as the root (here: its parent directory stands in for "/"): no disk is mounted.
+    const sameFs = problemOf(await configError(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'true' }), { rootPath: path.dirname(dir) }), 'SESSIONS_PATH');
+    expect(sameFs).toContain(`${dir} is on the same filesystem as ${path.dirname(dir)}`);
+    expect(sameFs).toMatch(/Fix: mount the sessions disk there.*findmnt -T/);
+    // /proc is always another filesystem than a temp directory: a mount, but an empty one (no marker).
+    const noMarker = problemOf(await configError(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'true' }), { rootPath: '/proc' }), 'SESSIONS_PATH');
+    expect(noMarker).toContain(`${dir} has no ${VOLUME_MARKER} file`);
+    expect(noMarker).toMatch(/deploy\/prepare-disk\.sh/);
+    // A directory named like the marker is not the marker.
+    await mkdir(path.join(dir, VOLUME_MARKER));
+    expect(problemOf(await configError(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'true' }), { rootPath: '/proc' }), 'SESSIONS_PATH')).toContain(`has no ${VOLUME_MARKER} file`);
+    await rm(path.join(dir, VOLUME_MARKER), { recursive: true });
+    await writeFile(path.join(dir, VOLUME_MARKER), 'wafleet-sessions\n');
+    const config = await loadConfig(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'true' }), { rootPath: '/proc' });
+    expect(config.sessionsRequireVolume).toBe(true);
+    // A missing directory is reported as such (the volume checks need a directory to look at).
+    expect(problemOf(await configError(prodEnv({ SESSIONS_REQUIRE_VOLUME: 'true', SESSIONS_PATH: path.join(dir, 'missing') })), 'SESSIONS_PATH')).toMatch(/does not exist. Fix: mkdir -p/);
   });
 
   it('BACKUP_KEY: base64, base64url or hex of 32 bytes; required outside development; dev key refused in production', async () => {

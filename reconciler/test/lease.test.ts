@@ -29,8 +29,9 @@ function identity(instanceId: string, over: Partial<Identity> = {}): Identity {
 }
 
 /** A heartbeat that beats once (start) and then only when asked; stop() to end it. */
-async function startHeartbeat(id: Identity): Promise<Heartbeat> {
+async function startHeartbeat(id: Identity, { adoptedIncarnations = [] as string[] } = {}): Promise<Heartbeat> {
   const hb = new Heartbeat(db, id, {
+    adoptedIncarnations,
     renewMs: 3_600_000,
     ttlMs: TTL,
     version: 'test',
@@ -42,6 +43,27 @@ async function startHeartbeat(id: Identity): Promise<Heartbeat> {
   });
   await hb.start();
   return hb;
+}
+
+/**
+ * What a killed process leaves behind: a transaction that read the lease and never ended, holding
+ * its read lock until `end()`.
+ */
+async function lockedByUnfinishedTransaction(account: string): Promise<{ end(): Promise<void> }> {
+  let never: () => void = () => undefined;
+  let locked = false;
+  const stuck = db.runTransaction(async (tx) => {
+    await tx.get(db.doc(`leases/${account}`));
+    locked = true;
+    await new Promise<void>((r) => (never = r));
+  });
+  await waitFor(() => locked, { timeoutMs: 5_000, label: 'the lease locked by an unfinished transaction' });
+  return {
+    end: async () => {
+      never();
+      await stuck.catch(() => undefined);
+    },
+  };
 }
 
 describe('leases', () => {
@@ -138,10 +160,71 @@ describe('leases', () => {
     expect(await new LeaseManager(db, successor, { ttlMs: TTL, hostLockHeld: true }).acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 2 } });
   });
 
+  it('after a crash on this disk, adopts the leases its dead predecessor held, even while that process\'s transactions still lock them', async () => {
+    // Issue 16, item 7: a kill -9 restart took about a minute, because the takeover write waited
+    // for Firestore to expire the locks of the killed process's unfinished transactions.
+    const account = `acc-${randomUUID().slice(0, 8)}`;
+    const dead = identity('inst-k1');
+    const hbDead = await startHeartbeat(dead);
+    const md = new LeaseManager(db, dead, { ttlMs: TTL, hostLockHeld: true });
+    expect(await md.acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 1 } });
+    // The killed process was inside a fenced write: its transaction read the lease and never ended.
+    const stuck = await lockedByUnfinishedTransaction(account);
+
+    const next = identity('inst-k1');
+    const hbNext = await startHeartbeat(next, { adoptedIncarnations: [dead.incarnation] });
+    const mn = new LeaseManager(db, next, { ttlMs: TTL, hostLockHeld: true, adopt: [dead.incarnation] });
+    const started = Date.now();
+    expect(await mn.acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 1, incarnation: dead.incarnation }, tookOverFrom: null });
+    await mn.fenced(account, (tx, owner) => tx.set(db.doc(`accountStatus/${account}`), { phase: 'connected', owner }));
+    // Far below the lock timeout a takeover write would have waited for.
+    expect(Date.now() - started).toBeLessThan(1_500);
+    expect((await db.doc(`leases/${account}`).get()).get('incarnation')).toBe(dead.incarnation);
+
+    // Another instance sees the lease as alive: the heartbeat names the adopted incarnation.
+    const other = new LeaseManager(db, identity('inst-k2', { host: 'vm-b', storagePath: '/data/b' }), { ttlMs: TTL, hostLockHeld: true });
+    expect(await other.acquire(account)).toMatchObject({ acquired: false, holder: 'inst-k1' });
+
+    await stuck.end();
+    await mn.release([account]);
+    expect((await db.doc(`leases/${account}`).get()).get('holder')).toBeNull();
+    await Promise.all([hbDead.stop(), hbNext.stop()]);
+  }, 30_000);
+
+  it('never runs two acquires of one lease at once: a call after a timed-out one waits for that transaction instead of contending with it', async () => {
+    const account = `acc-${randomUUID().slice(0, 8)}`;
+    await db.doc(`leases/${account}`).set({ holder: null, incarnation: null, epoch: 3, acquiredAt: null, releasedAt: null });
+    // An unfinished transaction of a killed process holds a read lock: the takeover write waits.
+    const stuck = await lockedByUnfinishedTransaction(account);
+    // The real client, counting the transactions it is asked for.
+    let transactions = 0;
+    const counted = new Proxy(db, {
+      get(target, key) {
+        if (key === 'runTransaction') return (...args: Parameters<Firestore['runTransaction']>) => (transactions++, target.runTransaction(...args));
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const me = identity('inst-sf');
+    const hb = await startHeartbeat(me);
+    const m = new LeaseManager(counted, me, { ttlMs: TTL, hostLockHeld: false, callTimeoutMs: 300 });
+    await expect(m.acquire(account)).rejects.toThrow(/lease acquire/);
+    await expect(m.acquire(account)).rejects.toThrow(/lease acquire/);
+    expect(transactions).toBe(1);
+    await stuck.end();
+    const again = await waitFor(async () => {
+      const r = await m.acquire(account).catch(() => null);
+      return r?.acquired ? r : null;
+    }, { timeoutMs: 20_000, intervalMs: 100, label: 'the lease once the lock is gone' });
+    expect(again).toMatchObject({ acquired: true, grant: { epoch: 4 } });
+    expect(m.held(account)).toMatchObject({ epoch: 4 });
+    await hb.stop();
+  }, 40_000);
+
   it('grants a contended free lease to exactly one of several instances', async () => {
     const account = `acc-${randomUUID().slice(0, 8)}`;
     const ids = ['r1', 'r2', 'r3', 'r4'].map((n) => identity(`inst-${n}-${account}`));
-    const hbs = await Promise.all(ids.map(startHeartbeat));
+    const hbs = await Promise.all(ids.map((id) => startHeartbeat(id)));
     const results = await Promise.all(ids.map((id) => new LeaseManager(db, id, { ttlMs: TTL, hostLockHeld: false }).acquire(account)));
     expect(results.filter((r) => r.acquired)).toHaveLength(1);
     expect((await db.doc(`leases/${account}`).get()).get('epoch')).toBe(1);

@@ -57,11 +57,11 @@ describe('log scrubbing', () => {
     expect(text).toContain('Bad MAC');
   });
 
-  it('derives a scrubbed msg from an error and keeps pino’s error shape', () => {
+  it('derives a scrubbed message from an error and keeps pino’s error shape', () => {
     const { out, log } = capture();
     log.error(new TypeError(`no session for ${PHONE}@s.whatsapp.net`));
     const [line] = out.lines();
-    expect(line?.msg).toBe('no session for 1555•••••01@s.whatsapp.net');
+    expect(line?.message).toBe('no session for 1555•••••01@s.whatsapp.net');
     expect(line?.err).toMatchObject({ type: 'TypeError', message: 'no session for 1555•••••01@s.whatsapp.net' });
     expect(String((line?.err as { stack: string }).stack)).toContain('log.test.ts');
     expect(line).toMatchObject({ level: 'error', severity: 'ERROR' });
@@ -121,7 +121,7 @@ describe('baileysLogger', () => {
     child.warn({ recv: { tag: 'iq', attrs: { from: `${PHONE}@s.whatsapp.net` } }, key: Curve.generateKeyPair() }, `stream errored for ${PHONE}@s.whatsapp.net`);
     const lines = out.lines();
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ component: 'baileys', accountId: 'wa-07', class: 'baileys', level: 'warn', msg: 'stream errored for 1555•••••01@s.whatsapp.net' });
+    expect(lines[0]).toMatchObject({ component: 'baileys', accountId: 'wa-07', class: 'baileys', level: 'warn', message: 'stream errored for 1555•••••01@s.whatsapp.net' });
     expect(out.text).not.toContain(PHONE);
   });
 
@@ -167,7 +167,7 @@ describe('routeConsoleToLogger', () => {
 
       expect(raw).toEqual([]);
       const lines = out.lines();
-      expect(lines.map((l) => [l.level, l.component, l.msg])).toEqual([
+      expect(lines.map((l) => [l.level, l.component, l.message])).toEqual([
         ['debug', 'console', 'Closing session: [SessionEntry]'],
         ['warn', 'console', 'Session error: for 1555•••••01@s.whatsapp.net [Object]'],
       ]);
@@ -189,6 +189,6 @@ describe('routeConsoleToLogger', () => {
     } finally {
       restore();
     }
-    expect(out.lines().map((l) => l.msg)).toEqual(['a real problem']);
+    expect(out.lines().map((l) => l.message)).toEqual(['a real problem']);
   });
 });

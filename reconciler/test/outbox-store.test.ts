@@ -59,6 +59,18 @@ describe('OutboxStore.claim', () => {
     // Our own live claim is not taken twice.
     expect((await store.claim(account, [due]))[0]).toMatchObject({ kind: 'skip', status: 'sending' });
   });
+
+  it('after a kill -9, the next process on the disk adopts the lease (same instance and epoch) and resends the dead one\'s live claims at once', async () => {
+    const { account, leases, store } = await owned();
+    const id = await queue(account);
+    expect((await store.claim(account, [id]))[0]).toMatchObject({ kind: 'claimed', attempt: 1 });
+    const dead = leases.identity.incarnation;
+    const next = new LeaseManager(db, { ...identity('inst-a'), host: leases.identity.host, storagePath: leases.identity.storagePath }, { ttlMs: 60_000, hostLockHeld: true, adopt: [dead] });
+    expect(await next.acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 1, incarnation: dead } });
+    const results = await new OutboxStore(db, next, 60_000).claim(account, [id]);
+    expect(results[0]).toMatchObject({ kind: 'claimed', attempt: 2, resend: true, waId: waMessageId(id) });
+    expect((await read(id)).claimedBy).toEqual({ instanceId: 'inst-a', epoch: 1, incarnation: next.identity.incarnation });
+  });
 });
 
 describe('OutboxStore.settle', () => {

@@ -33,11 +33,12 @@ type Op = (typeof OPS)[number];
 // ------------------------------------------------------------------------------------------
 // THE MATRIX: the least role allowed each operation (null = nobody). "read" is get and list.
 // Roles order admin > operator > viewer; signed-out, no-role and bogus-role callers rank below
-// viewer, so they get nothing anywhere.
+// viewer, so they get nothing anywhere. Accounts are created only by the createAccount
+// callable (it enforces MAX_ACCOUNTS), so nobody creates them directly.
 //
 //   target                         read         create       update       delete
 const ACCESS = {
-  accounts:                       ['viewer',   'operator',  'operator',  null],
+  accounts:                       ['viewer',   null,        'operator',  null],
   accountStatus:                  ['viewer',   null,        null,        null],
   accountQr:                      ['operator', null,        null,        null],
   outbox:                         ['operator', 'operator',  null,        null],
@@ -48,10 +49,12 @@ const ACCESS = {
   'threads/*/messages':           ['operator', null,        null,        null],
   leases:                         [null,       null,        null,        null],
   sessionBackups:                 [null,       null,        null,        null],
+  locks:                          [null,       null,        null,        null],
   'widgets (unknown collection)': [null,       null,        null,        null],
   'accounts/*/secrets':           [null,       null,        null,        null],
   'leases/*/history':             [null,       null,        null,        null],
   'sessionBackups/*/chunks':      [null,       null,        null,        null],
+  'locks/*/holders':              [null,       null,        null,        null],
 } as const satisfies Record<string, readonly [Least, Least, Least, Least]>;
 // ------------------------------------------------------------------------------------------
 
@@ -213,6 +216,15 @@ const FIXTURES: Record<TargetName, Fixture> = {
     create: () => ({ creds: 'Zm9yZ2Vk', updatedAt: serverTimestamp() }),
     update: () => ({ creds: 'Zm9yZ2Vk' }),
   },
+  locks: {
+    collection: Collections.locks,
+    // Shaped like locks/userRoles, which setUserRole holds while it changes a role.
+    seedId: `${RUN}-userRoles`,
+    seed: { entryId: `${RUN}-audit`, holderUid: 'uid-admin', until: now },
+    // Taking the lock (or stealing a held one) would block role changes or let two run at once.
+    create: (uid) => ({ entryId: 'forged', holderUid: uid, until: serverTimestamp() }),
+    update: (uid) => ({ holderUid: uid, until: Timestamp.fromMillis(now.toMillis() + 3_600_000) }),
+  },
   'widgets (unknown collection)': {
     collection: 'widgets',
     seedId: `${RUN}-w`,
@@ -240,6 +252,13 @@ const FIXTURES: Record<TargetName, Fixture> = {
     seed: { data: 'c2VjcmV0' },
     create: () => ({ data: 'Zm9yZ2Vk' }),
     update: () => ({ data: 'Zm9yZ2Vk' }),
+  },
+  'locks/*/holders': {
+    collection: `${Collections.locks}/${RUN}-userRoles/holders`,
+    seedId: `${RUN}-holder`,
+    seed: { holderUid: 'uid-admin' },
+    create: (uid) => ({ holderUid: uid }),
+    update: (uid) => ({ holderUid: uid }),
   },
 };
 

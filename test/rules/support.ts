@@ -41,7 +41,9 @@ export function firestoreEmulator(): { host: string; port: number } {
 export async function startRulesEnv(): Promise<RulesTestEnvironment> {
   // Every denied request makes the SDK log a warning; the assertions say everything needed.
   setLogLevel('error');
-  const rules = await readFile(path.join(root, 'firestore.rules'), 'utf8');
+  // WAFLEET_RULES_FILE runs the tests against another ruleset, e.g. the last commit's, to see
+  // a new test fail before the rules change that makes it pass.
+  const rules = await readFile(process.env.WAFLEET_RULES_FILE ?? path.join(root, 'firestore.rules'), 'utf8');
   return initializeTestEnvironment({
     projectId: RULES_PROJECT_ID,
     firestore: { ...firestoreEmulator(), rules },

@@ -73,7 +73,8 @@ export function spawnReconciler(opts: { env: NodeJS.ProcessEnv; onLine?: (line: 
 }
 
 const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
-const QUIET_KEYS = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
+// Cloud Logging's fields (log.ts) say nothing a person at a terminal needs; insertId differs on every line.
+const QUIET_KEYS = new Set(['level', 'severity', 'time', 'pid', 'hostname', 'message', 'msg', 'serviceContext', 'stack_trace', 'logging.googleapis.com/insertId', 'logging.googleapis.com/labels']);
 
 /**
  * Writes the reconciler's pino JSON lines as `LEVEL message key=value …` for a terminal, folding
@@ -97,19 +98,20 @@ export class LogFolder {
       return this.write(raw);
     }
     if (typeof entry !== 'object' || entry === null) return this.write(raw);
-    const level = LEVELS[Number(entry.level)] ?? String(entry.level ?? '');
+    const level = LEVELS[Number(entry.level)] ?? String(entry.level ?? '').toUpperCase();
+    const text = entry.message ?? entry.msg;
     const field = ([k, v]: [string, unknown]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`;
     const fields = Object.entries(entry).filter(([k]) => !QUIET_KEYS.has(k));
-    const key = [level, entry.msg, ...fields.filter(([k]) => k !== 'accountId').map(field)].join(' ');
+    const key = [level, text, ...fields.filter(([k]) => k !== 'accountId').map(field)].join(' ');
     const folding = this.open.get(key);
     if (folding) {
       folding.accounts.push(String(entry.accountId ?? '?'));
       return;
     }
-    this.write([level.padEnd(5), String(entry.msg ?? ''), ...fields.map(field)].join(' '));
+    this.write([level.padEnd(5), String(text ?? ''), ...fields.map(field)].join(' '));
     const timer = setTimeout(() => this.close(key), this.foldMs);
     timer.unref();
-    this.open.set(key, { msg: String(entry.msg ?? ''), accounts: [], timer });
+    this.open.set(key, { msg: String(text ?? ''), accounts: [], timer });
   }
 
   /** Reports what is still folded (at exit). */

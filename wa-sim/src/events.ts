@@ -11,6 +11,7 @@ export type ConnectionEventType =
   | 'fault'
   | 'device-removed'
   | 'error'
+  | 'retry'
   | 'close';
 
 export interface ConnectionEvent {
@@ -36,6 +37,10 @@ export interface DeviceStats {
   closes: number;
   messagesSent: number;
   messagesAcked: number;
+  /** Retry receipts from this device answered with a re-encryption. */
+  retryReceipts: number;
+  /** Sessions with this device rebuilt to answer a retry receipt (from its keys or a server bundle). */
+  retrySessionRebuilds: number;
   lastLoginAt?: number;
   lastCloseCode?: number;
 }
@@ -49,6 +54,12 @@ export interface GlobalStats {
   messagesAcked: number;
   /** Retry receipts answered by re-encrypting a simulated user's message for the device. */
   retryReceipts: number;
+  /** Sessions rebuilt before answering a retry receipt: from the receipt's `<keys>` or a fresh server bundle. */
+  retrySessionRebuilds: number;
+  /** Retry receipts not answered because the message was already resent MAX_MSG_RETRY_COUNT times to that device. */
+  retryLimitReached: number;
+  /** Retry receipts with an unreadable `<retry>` (ignored) or an invalid `<keys>` bundle (handled as without keys). */
+  retryReceiptsMalformed: number;
 }
 
 const MAX_EVENTS = 20_000;
@@ -58,7 +69,18 @@ export class ConnectionLog {
   private readonly log: ConnectionEvent[] = [];
   private seq = 0;
   private readonly devices = new Map<string, DeviceStats>();
-  readonly global: GlobalStats = { openConnections: 0, connections: 0, logins: 0, conflicts: 0, messagesSent: 0, messagesAcked: 0, retryReceipts: 0 };
+  readonly global: GlobalStats = {
+    openConnections: 0,
+    connections: 0,
+    logins: 0,
+    conflicts: 0,
+    messagesSent: 0,
+    messagesAcked: 0,
+    retryReceipts: 0,
+    retrySessionRebuilds: 0,
+    retryLimitReached: 0,
+    retryReceiptsMalformed: 0,
+  };
   private readonly listeners = new Set<(e: ConnectionEvent) => void>();
 
   record(event: Omit<ConnectionEvent, 'seq' | 'at'>): ConnectionEvent {
@@ -86,7 +108,7 @@ export class ConnectionLog {
   device(deviceJid: string): DeviceStats {
     let s = this.devices.get(deviceJid);
     if (!s) {
-      s = { deviceJid, openConnections: 0, logins: 0, loginFailures: 0, conflicts: 0, streamErrors: 0, closes: 0, messagesSent: 0, messagesAcked: 0 };
+      s = { deviceJid, openConnections: 0, logins: 0, loginFailures: 0, conflicts: 0, streamErrors: 0, closes: 0, messagesSent: 0, messagesAcked: 0, retryReceipts: 0, retrySessionRebuilds: 0 };
       this.devices.set(deviceJid, s);
     }
     return s;

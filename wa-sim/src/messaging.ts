@@ -5,8 +5,10 @@ import { SimConflictError, SimInputError, SimNotFoundError } from './errors.ts';
 import { isValidNumber, newMessageId, parseJid } from './ids.ts';
 import { takeUploadedPreKey } from './iq.ts';
 import { children, unixNow } from './nodes.ts';
+import { parseRetryReceipt, type RetryDecision, RetryPolicy, type RetryReceipt } from './retry.ts';
 import { yieldIfBusy } from './scheduling.ts';
-import type { SentText, SimUser } from './world.ts';
+import type { PreKeyBundle } from './signal-party.ts';
+import type { LinkedDevice, SentText, SimUser } from './world.ts';
 
 const UNACKED = 'unackedMessages';
 
@@ -28,6 +30,7 @@ function textOfMessage(message: proto.IMessage | null | undefined): string | und
 export class Messaging {
   private readonly offline = new Map<string, BinaryNode[]>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly retries = new RetryPolicy();
   /** Decryption failures at simulated primaries, for diagnosis. */
   readonly decryptErrors: Array<{ at: number; from: string; to: string; id: string; error: string }> = [];
 
@@ -231,9 +234,8 @@ export class Messaging {
     const ids = [node.attrs['id'] ?? '', ...children(children(node, 'list')[0], 'item').map((i) => i.attrs['id'] ?? '')];
     const user = this.core.world.resolve(to)?.user;
     if (type === 'retry') {
-      // The device could not decrypt (e.g. a redelivery of a message it had already decrypted
-      // before its receipt was lost): the sender's phone encrypts it afresh, as WhatsApp's do.
-      this.onRetryReceipt(conn, user, node.attrs['id'] ?? '');
+      // The device could not decrypt: the sender's phone answers as real senders do (see retry.ts).
+      this.onRetryReceipt(conn, user, node);
       conn.send({ tag: 'ack', attrs: { class: 'receipt', id: node.attrs['id'] ?? '', from: to, type } });
       return;
     }
@@ -274,12 +276,90 @@ export class Messaging {
     return { id, devices: await this.encryptAndDeliver(sender, target, entry) };
   }
 
-  private onRetryReceipt(conn: ClientConnection, sender: SimUser | undefined, id: string): void {
-    const entry = sender?.sent.get(id);
-    const device = conn.deviceJid ? this.core.world.resolve(conn.deviceJid) : undefined;
-    if (!sender || !entry || !device) return;
+  private onRetryReceipt(conn: ClientConnection, sender: SimUser | undefined, node: BinaryNode): void {
+    const deviceJid = conn.deviceJid;
+    const r = deviceJid ? this.core.world.resolve(deviceJid) : undefined;
+    const device = r?.user.devices.get(r.device);
+    if (!deviceJid || !r || !device) return;
+    const parsed = parseRetryReceipt(node, { expectedIdentity: device.identityPublicKey });
+    if (!parsed.ok) return this.malformedRetry(conn, `retry receipt ${node.attrs['id'] ?? '?'} ignored: ${parsed.error}`);
+    const { receipt } = parsed;
+    // Only messages a simulated user sent can be resent; a companion's own messages are its business.
+    const entry = sender?.sent.get(receipt.id);
+    if (!sender || !entry) return;
+    if (receipt.keysError) this.malformedRetry(conn, `retry receipt ${receipt.id} count=${receipt.count}: keys rejected (${receipt.keysError}), handled as without keys`);
+    void this.answerRetry(conn, sender, r.user, device, entry, receipt).catch((err: unknown) => this.core.onError(conn, err));
+  }
+
+  private malformedRetry(conn: ClientConnection, detail: string): void {
+    this.core.log.global.retryReceiptsMalformed++;
+    this.core.log.record({ type: 'error', connectionId: conn.id, ...(conn.deviceJid ? { deviceJid: conn.deviceJid } : {}), detail });
+  }
+
+  /**
+   * Resends `entry` to the one device that asked, after rebuilding the session when the rules say
+   * so (RetryPolicy): a rebuilt session's first message is a `pkmsg` the device can decrypt even
+   * when it has lost, or never had, the state the old session relied on.
+   */
+  private async answerRetry(
+    conn: ClientConnection,
+    sender: SimUser,
+    target: SimUser,
+    device: LinkedDevice,
+    entry: SentText,
+    { count, errorCode, registrationId, keys }: RetryReceipt,
+  ): Promise<void> {
+    const deviceJid = target.deviceJid(device.id);
+    const address = `${target.number}.${device.id}`;
+    const stats = this.core.log.device(deviceJid);
+    const record = (detail: string) => this.core.log.record({ type: 'retry', connectionId: conn.id, deviceJid, detail: `${entry.id} count=${count} from ${sender.number}: ${detail}` });
+    const sent = await this.withLock(`${sender.number}>${address}`, async () => {
+      const hasSession = sender.signal.hasSession(address);
+      const known = sender.signal.remoteRegistrationId(address);
+      const decision: RetryDecision = this.retries.decide({
+        messageId: entry.id,
+        deviceJid,
+        address,
+        count,
+        ...(errorCode !== undefined ? { errorCode } : {}),
+        hasKeys: keys !== undefined,
+        hasSession,
+        registrationChanged: hasSession && registrationId !== undefined && known !== undefined && known !== registrationId,
+      });
+      if (decision.action === 'refuse') return { refused: decision.reason };
+      const { rebuild } = decision;
+      if (rebuild) {
+        const bundle = rebuild.from === 'receipt-keys' ? keys! : this.serverBundle(device);
+        await sender.signal.initOutgoing(address, bundle);
+        if (rebuild.from === 'server-bundle') this.retries.recordRebuild(address);
+        this.core.markDirty();
+        stats.retrySessionRebuilds++;
+        this.core.log.global.retrySessionRebuilds++;
+      }
+      const encrypted = await sender.signal.encrypt(address, encodeWAMessage({ conversation: entry.text }));
+      return { ...encrypted, rebuild };
+    });
+    if ('refused' in sent) {
+      this.core.log.global.retryLimitReached++;
+      record(`not answered: ${sent.refused}`);
+      return;
+    }
+    this.deliverEncrypted(sender, target, device.id, entry, sent.type, sent.ciphertext, { count: String(count) });
+    stats.retryReceipts++;
     this.core.log.global.retryReceipts++;
-    void this.encryptAndDeliver(sender, device.user, entry, device.device).catch((err: unknown) => this.core.onError(conn, err));
+    record(`resent as ${sent.type} ${sent.rebuild ? `on a new session from ${sent.rebuild.from} (${sent.rebuild.reason})` : 'on the current session'}`);
+  }
+
+  /** What `iq encrypt get <key>` would hand out for a companion: its signed pre-key and one uploaded one-time pre-key. */
+  private serverBundle(device: LinkedDevice): PreKeyBundle {
+    const preKey = takeUploadedPreKey(device);
+    this.core.markDirty();
+    return {
+      registrationId: device.registrationId,
+      identityKey: device.identityPublicKey,
+      signedPreKey: device.signedPreKey,
+      ...(preKey ? { preKey } : {}),
+    };
   }
 
   /** Sends an already sent message again: same id and content, freshly encrypted (WhatsApp's redelivery). */
@@ -291,33 +371,35 @@ export class Messaging {
     return { id, devices: await this.encryptAndDeliver(sender, target, entry) };
   }
 
-  private async encryptAndDeliver(sender: SimUser, target: SimUser, entry: SentText, onlyDevice?: number): Promise<number> {
+  private async encryptAndDeliver(sender: SimUser, target: SimUser, entry: SentText): Promise<number> {
     const plaintext = encodeWAMessage({ conversation: entry.text });
     let count = 0;
     for (const device of [...target.devices.values()]) {
-      if (onlyDevice !== undefined && device.id !== onlyDevice) continue;
       const address = `${target.number}.${device.id}`;
       const { type, ciphertext } = await this.withLock(`${sender.number}>${address}`, async () => {
-        if (!sender.signal.hasSession(address)) {
-          const preKey = takeUploadedPreKey(device);
-          this.core.markDirty();
-          await sender.signal.initOutgoing(address, {
-            registrationId: device.registrationId,
-            identityKey: device.identityPublicKey,
-            signedPreKey: device.signedPreKey,
-            ...(preKey ? { preKey } : {}),
-          });
-        }
+        if (!sender.signal.hasSession(address)) await sender.signal.initOutgoing(address, this.serverBundle(device));
         return sender.signal.encrypt(address, plaintext);
       });
-      this.deliver(target.deviceJid(device.id), {
-        tag: 'message',
-        attrs: { from: sender.jid, id: entry.id, t: String(entry.t), type: 'text', notify: sender.name, sender_lid: sender.lid },
-        content: [{ tag: 'enc', attrs: { v: '2', type }, content: ciphertext }],
-      });
+      this.deliverEncrypted(sender, target, device.id, entry, type, ciphertext);
       count++;
     }
     return count;
+  }
+
+  private deliverEncrypted(
+    sender: SimUser,
+    target: SimUser,
+    deviceId: number,
+    entry: SentText,
+    type: 'pkmsg' | 'msg',
+    ciphertext: Uint8Array,
+    encAttrs: Record<string, string> = {},
+  ): void {
+    this.deliver(target.deviceJid(deviceId), {
+      tag: 'message',
+      attrs: { from: sender.jid, id: entry.id, t: String(entry.t), type: 'text', notify: sender.name, sender_lid: sender.lid },
+      content: [{ tag: 'enc', attrs: { v: '2', type, ...encAttrs }, content: ciphertext }],
+    });
   }
 
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

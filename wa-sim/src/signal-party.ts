@@ -113,6 +113,39 @@ export class SignalParty {
     return this.sessions.get(address)?.haveOpenSession() ?? false;
   }
 
+  /** The registration id the open session with `address` was built for (undefined without one). */
+  remoteRegistrationId(address: string): number | undefined {
+    const open = openSessionOf(this.sessions.get(address));
+    return typeof open?.registrationId === 'number' ? open.registrationId : undefined;
+  }
+
+  /** Whether the open session with `address` still sends pre-key messages (the other side never answered on it). */
+  sendsPreKeyMessages(address: string): boolean {
+    return !!openSessionOf(this.sessions.get(address))?.pendingPreKey;
+  }
+
+  /**
+   * Fault for tests: replaces the open session with `address` by one the other device never had
+   * (built from a signed pre-key it never owned) and marks it as answered, so the next messages go
+   * out as plain `msg` and fail there with "Bad MAC" on every session it keeps for this sender. This
+   * is what a device sees after it lost Signal state its sender still relies on.
+   */
+  async desynchronise(address: string): Promise<void> {
+    const open = openSessionOf(this.sessions.get(address));
+    if (!open?.indexInfo?.remoteIdentityKey || typeof open.registrationId !== 'number') throw new Error(`no open session with ${address}`);
+    const forged = newKeyPair();
+    await this.initOutgoing(address, {
+      registrationId: open.registrationId,
+      // Stored with libsignal's 0x05 type prefix; initOutgoing adds it back.
+      identityKey: new Uint8Array(open.indexInfo.remoteIdentityKey).subarray(open.indexInfo.remoteIdentityKey.byteLength === 33 ? 1 : 0),
+      // Never sent (no pre-key header below); libsignal's initOutgoing checks only the signature's length.
+      signedPreKey: { keyId: 1, publicKey: forged.public, signature: new Uint8Array(64) },
+    });
+    const record = this.sessions.get(address)!;
+    delete openSessionOf(record)!.pendingPreKey;
+    await this.storage.storeSession(address, record);
+  }
+
   /** Starts an outgoing session from another device's bundle (the sender's side of X3DH). */
   async initOutgoing(address: string, bundle: PreKeyBundle): Promise<void> {
     const builder = new SessionBuilder(this.storage, toAddress(address));
@@ -172,6 +205,17 @@ export class SignalParty {
       }),
     };
   }
+}
+
+/** The parts of libsignal's SessionEntry its typings leave out. */
+interface OpenSession {
+  registrationId?: number;
+  pendingPreKey?: unknown;
+  indexInfo?: { remoteIdentityKey?: Uint8Array };
+}
+
+function openSessionOf(record: SessionRecord | undefined): OpenSession | undefined {
+  return (record as unknown as { getOpenSession(): OpenSession | undefined } | undefined)?.getOpenSession();
 }
 
 function toAddress(address: string): ProtocolAddress {

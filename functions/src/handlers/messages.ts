@@ -16,6 +16,9 @@ export function idempotentMessageId(accountId: string, key: string): string {
   return `k-${digest.slice(0, 40)}`;
 }
 
+/** What defines a send request; the caller does not (any operator may retry another's send). */
+const SAME_REQUEST_FIELDS = ['accountId', 'idempotencyKey', 'to', 'text'] as const;
+
 export const sendMessage = defineCallable('sendMessage', async (input, caller): Promise<SendMessageResult> => {
   const outbox = db().collection(Collections.outbox);
   const ref = input.idempotencyKey ? outbox.doc(idempotentMessageId(input.accountId, input.idempotencyKey)) : outbox.doc();
@@ -23,8 +26,16 @@ export const sendMessage = defineCallable('sendMessage', async (input, caller): 
     const account = await tx.get(db().collection(Collections.accounts).doc(input.accountId));
     const existing = input.idempotencyKey ? await tx.get(ref) : null;
     if (existing?.exists) {
-      if (existing.get('to') !== input.to || existing.get('text') !== input.text) {
-        throw new HttpsError('already-exists', 'idempotencyKey was already used for a different message on this account', { field: 'idempotencyKey' });
+      // The id derives from account and key, but a document can sit there that this callable did
+      // not write (a direct or console write, a hash collision): only the very same request is a
+      // duplicate. already-exists, not failed-precondition: the key is taken for good, so no
+      // change of state makes a retry succeed; the client needs a new key.
+      const differs = SAME_REQUEST_FIELDS.filter((f) => existing.get(f) !== input[f]);
+      if (differs.length) {
+        throw new HttpsError('already-exists', `idempotencyKey was already used for a different request (${differs.join(', ')} differ)`, {
+          field: 'idempotencyKey',
+          differs,
+        });
       }
       return { messageId: ref.id, status: String(existing.get('status')), duplicate: true };
     }

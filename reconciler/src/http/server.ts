@@ -10,6 +10,28 @@ export interface ReadinessCheck {
   check(): Promise<boolean> | boolean;
 }
 
+/** A check that takes longer than this counts as failed. */
+const READINESS_TIMEOUT_MS = 3_000;
+
+async function passes(check: ReadinessCheck): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), READINESS_TIMEOUT_MS);
+    timer.unref();
+  });
+  try {
+    // Through a promise, so a check that throws (even synchronously) counts as failing.
+    return await Promise.race([Promise.resolve().then(() => check.check()).catch(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Each check by name, passing or not: what /readyz answers and `wafleet_ready` exports. */
+export function runReadinessChecks(checks: readonly ReadinessCheck[]): Promise<Array<readonly [string, boolean]>> {
+  return Promise.all(checks.map(async (c) => [c.name, await passes(c)] as const));
+}
+
 export async function startHttpServer(opts: { host: string; port: number; registry: Registry; checks: () => ReadinessCheck[] }): Promise<Server & { port: number }> {
   const server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
@@ -22,12 +44,7 @@ export async function startHttpServer(opts: { host: string; port: number; regist
       return;
     }
     if (url === '/readyz') {
-      void Promise.all(
-        opts.checks().map(async (c) => {
-          const ok = await Promise.race([Promise.resolve(c.check()).catch(() => false), new Promise<boolean>((r) => setTimeout(() => r(false), 3_000).unref())]);
-          return [c.name, ok] as const;
-        }),
-      ).then((results) => {
+      void runReadinessChecks(opts.checks()).then((results) => {
         const ready = results.length > 0 && results.every(([, ok]) => ok);
         res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ ready, checks: Object.fromEntries(results) })}\n`);
       });

@@ -1,21 +1,29 @@
 /**
  * Inbound text messages into `threads/{accountId}__{chatJid}/messages/{messageId}`: exactly one
- * document per WhatsApp message id, however often WhatsApp redelivers it or the session
- * reconnects. Each message is written in a transaction that creates it only if absent and moves
- * the thread's `lastMessageAt` forward only; writes are serialized per thread (no contention
- * between our own writes) and retried with backoff until they land.
+ * document per WhatsApp message id, however often WhatsApp redelivers it, the session
+ * reconnects or the process is killed. Each message is journaled on the sessions disk the moment
+ * Baileys decrypts it (inbound-capture.ts, inbound-journal.ts), written in a transaction that
+ * creates it only if absent and moves the thread's `lastMessageAt` forward only, and dropped from
+ * the journal once that landed; at start the journal's leftovers are stored first. Writes are
+ * serialized per thread (no contention between our own writes) and retried with backoff.
  *
  * Not fenced by the lease: a message that reached this process is a fact whoever owns the
- * account now, and the document id makes a second writer harmless.
+ * account now, and the document id makes a second writer harmless. That is also why the replay
+ * at start needs no lease.
  */
 import { createHash } from 'node:crypto';
+import path from 'node:path';
 import { Collections, Subcollections, threadId } from '@wafleet/contract';
-import { jidNormalizedUser, type WAMessage, type WASocket } from '@whiskeysockets/baileys';
+import type { WAMessage, WASocket } from '@whiskeysockets/baileys';
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
 import { withTimeout } from '../util/deadline.ts';
 import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
+import { captureDecrypted } from './inbound-capture.ts';
+import { InboundJournal, JOURNAL_DIR } from './inbound-journal.ts';
+import { toInbound, type InboundMessage } from './inbound-message.ts';
+
 
 const DAY_MS = 86_400_000;
 const SAFE_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
@@ -25,75 +33,84 @@ export function messageDocId(waId: string): string {
   return SAFE_ID_RE.test(waId) ? waId : `h-${createHash('sha256').update(waId).digest('hex').slice(0, 40)}`;
 }
 
-export interface InboundMessage {
-  accountId: string;
-  chatJid: string;
-  waId: string;
-  from: string;
-  fromName: string | null;
-  text: string;
-  sentAtMs: number;
-  handedOverAt: number;
-  /** Stored from the decrypt-time capture after Baileys dropped it (see attach). */
-  recovered?: boolean;
-}
-
-/** The text of a text message, or null for anything else (media, reactions, protocol messages). */
-export function textOf(m: WAMessage): string | null {
-  const msg = m.message;
-  const text = msg?.conversation ?? msg?.extendedTextMessage?.text ?? null;
-  return typeof text === 'string' && text.length > 0 ? text : null;
+export interface InboundWriterOptions {
+  db: Firestore;
+  log: Logger;
+  metrics: Metrics['inbound'];
+  retentionDays: number;
+  /** The journal lives in `<sessionsPath>/.inbound-journal`. */
+  sessionsPath: string;
 }
 
 export class InboundWriter {
   private readonly queue: KeyedRetryQueue;
 
-  constructor(
+  private constructor(
     private readonly db: Firestore,
     private readonly log: Logger,
     private readonly metrics: Metrics['inbound'],
     private readonly retentionDays: number,
+    private readonly journal: InboundJournal,
   ) {
     this.queue = new KeyedRetryQueue({ log, failureMessage: 'storing an inbound message failed; retrying' });
+  }
+
+  /** Opens the journal and starts storing what an earlier process journaled and did not store. */
+  static async open(o: InboundWriterOptions): Promise<InboundWriter> {
+    const { journal, replay } = await InboundJournal.open({
+      dir: path.join(o.sessionsPath, JOURNAL_DIR),
+      log: o.log,
+      onEvent: (event, count) => o.metrics.journal(event, count),
+      onBytes: (bytes) => o.metrics.journalBytes(bytes),
+    });
+    const writer = new InboundWriter(o.db, o.log, o.metrics, o.retentionDays, journal);
+    if (replay.length > 0) o.log.info({ messages: replay.length }, 'storing inbound messages journaled before the last stop');
+    for (const msg of replay) void writer.enqueue(msg);
+    return writer;
   }
 
   /**
    * `isOwnSend` tells our outgoing ids apart: Baileys records sent messages in the same cache.
    *
-   * Baileys 7 loses an inbound message when the connection drops between decrypting it and
+   * Baileys 7 also loses an inbound message when the connection drops between decrypting it and
    * sending its receipt: the handler throws before `messages.upsert`, and WhatsApp's redelivery
-   * of the same ciphertext then fails to decrypt ("Key used already") and is nacked. Every
-   * successfully decrypted message passes through `messageRetryManager.addRecentMessage` before
-   * the receipt, so we note it there and, when the socket closes, store the ones that never
-   * reached `messages.upsert` (with what is known: no push name, our clock as the time).
+   * of the same ciphertext then fails to decrypt ("Key used already") and is nacked. So the
+   * decrypt-time capture is kept until its upsert, and when the socket closes, the ones that
+   * never reached `messages.upsert` are stored from it.
    */
   attach(accountId: string, sock: WASocket, isOwnSend: (waId: string) => boolean): void {
-    const decrypted = new Map<string, { remoteJid: string; message: WAMessage['message']; at: number }>();
+    const decrypted = new Map<string, InboundMessage>();
     let closed = false;
     const recover = (id: string) => {
-      const d = decrypted.get(id);
-      if (!d) return;
+      const msg = decrypted.get(id);
+      if (!msg) return;
       decrypted.delete(id);
       this.log.warn({ accountId, waId: id }, 'storing an inbound message Baileys dropped when the connection closed before its receipt');
-      this.accept(accountId, { key: { id, remoteJid: d.remoteJid, fromMe: false }, message: d.message, messageTimestamp: Math.floor(d.at / 1000) } as WAMessage, true);
+      void this.enqueue({ ...msg, recovered: true });
     };
-    const manager = sock.messageRetryManager;
-    if (manager) {
-      const original = manager.addRecentMessage.bind(manager);
-      manager.addRecentMessage = (to, id, message) => {
-        original(to, id, message);
-        const self = sock.user?.id ? jidNormalizedUser(sock.user.id) : null;
-        if (isOwnSend(id) || jidNormalizedUser(to) === self) return;
-        decrypted.set(id, { remoteJid: to, message, at: Date.now() });
-        if (decrypted.size > 5_000) decrypted.delete(decrypted.keys().next().value!);
-        // Decrypted after the close: its receipt cannot go out, so no upsert will follow.
-        if (closed) recover(id);
-      };
-    }
+    const capturing = captureDecrypted(accountId, sock, isOwnSend, (msg) => {
+      this.journal.record(msg);
+      decrypted.set(msg.waId, msg);
+      // Evicted captures stay journaled; the next start stores them if no upsert did.
+      if (decrypted.size > 5_000) decrypted.delete(decrypted.keys().next().value!);
+      // Decrypted after the close: its receipt cannot go out, so no upsert will follow.
+      if (closed) recover(msg.waId);
+    });
+    if (!capturing) this.log.warn({ accountId }, 'this Baileys has no decrypt-time hook; inbound messages are journaled only at upsert');
     sock.ev.on('messages.upsert', ({ messages }) => {
       for (const m of messages) {
-        if (m.key?.id) decrypted.delete(m.key.id);
-        this.accept(accountId, m);
+        const id = m.key?.id;
+        const captured = id ? decrypted.has(id) : false;
+        if (id) decrypted.delete(id);
+        const msg = toInbound(accountId, m);
+        if (msg === 'nonText') this.metrics.result('skipped');
+        if (msg === null || msg === 'nonText') {
+          // Captured as an inbound text but not one after all: nothing will store it.
+          if (id && captured) this.journal.stored(accountId, id);
+          continue;
+        }
+        if (!captured) this.journal.record(msg);
+        void this.enqueue(msg);
       }
     });
     sock.ev.on('connection.update', ({ connection }) => {
@@ -106,30 +123,6 @@ export class InboundWriter {
     });
   }
 
-  private accept(accountId: string, m: WAMessage, recovered = false): void {
-    const key = m.key;
-    if (!key || key.fromMe || !key.id || !key.remoteJid) return;
-    if (key.remoteJid === 'status@broadcast' || key.remoteJid.endsWith('@newsletter')) return;
-    const text = textOf(m);
-    if (text === null) {
-      this.metrics.result('skipped');
-      return;
-    }
-    const chatJid = jidNormalizedUser(key.remoteJid);
-    const ts = Number(m.messageTimestamp ?? 0);
-    this.enqueue({
-      accountId,
-      chatJid,
-      waId: key.id,
-      from: key.participant ? jidNormalizedUser(key.participant) : chatJid,
-      fromName: m.pushName ? m.pushName.slice(0, 256) : null,
-      text: text.slice(0, 65_536),
-      sentAtMs: ts > 0 ? ts * 1000 : Date.now(),
-      handedOverAt: Date.now(),
-      recovered,
-    });
-  }
-
   enqueue(msg: InboundMessage): Promise<void> {
     const write = async () => {
       // A bounded attempt, like every other write: a transaction that hangs is retried (and
@@ -139,7 +132,9 @@ export class InboundWriter {
       if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
     };
     return this.queue.enqueue(threadId(msg.accountId, msg.chatJid), write, { accountId: msg.accountId }).then((landed) => {
-      if (!landed) this.log.error({ accountId: msg.accountId, waId: msg.waId }, 'inbound message not stored before shutdown');
+      if (landed) this.journal.stored(msg.accountId, msg.waId);
+      // Still journaled: the next start stores it.
+      else this.log.warn({ accountId: msg.accountId, waId: msg.waId }, 'inbound message not stored before shutdown; it stays journaled');
     });
   }
 
@@ -182,8 +177,13 @@ export class InboundWriter {
     });
   }
 
-  /** Waits (bounded) for the writes in progress; stops retrying after the deadline. */
-  drain(timeoutMs: number): Promise<boolean> {
-    return this.queue.drain(timeoutMs);
+  /**
+   * Waits (bounded) for the writes in progress, then stops retrying and closes the journal: what
+   * did not land stays journaled for the next start.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const landed = await this.queue.drain(timeoutMs);
+    await this.journal.close();
+    return landed;
   }
 }

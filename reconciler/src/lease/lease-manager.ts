@@ -5,6 +5,7 @@
  * re-checks holder, incarnation and epoch in its own transaction (`fenced`).
  */
 import { Collections, type LeaseDoc, type Owner } from '@wafleet/contract';
+import { withTimeout } from '../util/deadline.ts';
 import { FieldValue, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from 'firebase-admin/firestore';
 
 export interface Identity {
@@ -16,6 +17,8 @@ export interface Identity {
 
 export interface LeaseGrant extends Owner {
   accountId: string;
+  /** The incarnation the lease names: ours, or an adopted predecessor's on this disk. */
+  incarnation: string;
 }
 
 export type AcquireResult =
@@ -34,7 +37,16 @@ export interface LeaseManagerOptions {
   /** True while this process holds the host lock on its sessions directory. */
   hostLockHeld: boolean;
   now?: () => number;
+  /** Deadline of one acquire. Default ACQUIRE_TIMEOUT_MS. */
+  callTimeoutMs?: number;
+  /**
+   * Incarnations of this instance id that ran on this disk before us and are provably gone (we
+   * hold the host lock). Their leases are ours without a write; see `acquire`.
+   */
+  adopt?: readonly string[];
 }
+
+const ACQUIRE_TIMEOUT_MS = 15_000;
 
 interface Observation {
   version: string;
@@ -43,6 +55,8 @@ interface Observation {
 
 export class LeaseManager {
   private readonly grants = new Map<string, LeaseGrant>();
+  /** The acquire transaction in flight per account (see `acquire`). */
+  private readonly acquiring = new Map<string, Promise<AcquireResult>>();
   /** When we first saw each holder heartbeat version, by our own clock. */
   private readonly observed = new Map<string, Observation>();
   private readonly now: () => number;
@@ -77,13 +91,41 @@ export class LeaseManager {
     return this.db.collection(Collections.leases).doc(accountId);
   }
 
+  /**
+   * Bounded by `callTimeoutMs`: a pass waiting on a silent connection would hold its account for
+   * as long as TCP takes to give up. A deadline does not end the transaction, though (the SDK
+   * cannot cancel one, and retries it when Firestore aborts it), so a call while an earlier one
+   * for the account is still in flight waits for that one instead of starting a second: two
+   * acquires of one lease from one process, each holding a read lock the other's write waits for,
+   * only ever abort each other until Firestore's lock timeout.
+   */
   async acquire(accountId: string): Promise<AcquireResult> {
+    let attempt = this.acquiring.get(accountId);
+    if (!attempt) {
+      attempt = this.acquireOnce(accountId).finally(() => this.acquiring.delete(accountId));
+      this.acquiring.set(accountId, attempt);
+    }
+    const result = await withTimeout(attempt, this.opts.callTimeoutMs ?? ACQUIRE_TIMEOUT_MS, `lease acquire of ${accountId}`);
+    if (result.acquired) this.grants.set(accountId, result.grant);
+    else this.grants.delete(accountId);
+    return result;
+  }
+
+  private acquireOnce(accountId: string): Promise<AcquireResult> {
     const me = this.identity;
-    const result = await this.db.runTransaction(async (tx): Promise<AcquireResult> => {
+    return this.db.runTransaction(async (tx): Promise<AcquireResult> => {
       const snap = await tx.get(this.leaseRef(accountId));
       const lease = snap.exists ? (snap.data() as LeaseDoc) : null;
       if (lease && lease.holder === me.instanceId && lease.incarnation === me.incarnation) {
-        return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch: lease.epoch }, tookOverFrom: null };
+        return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch: lease.epoch, incarnation: me.incarnation }, tookOverFrom: null };
+      }
+      // After a kill -9 on this disk the dead process's transactions still hold Firestore locks
+      // on its leases until Firestore expires them (about a minute): a takeover write would wait
+      // that long. Its leases are adopted as they stand instead: only read, which those locks
+      // allow. Safe because the host lock proves that incarnation is gone; the heartbeat names
+      // it (`adoptedIncarnations`) so other instances keep counting the lease as alive.
+      if (lease?.holder === me.instanceId && lease.incarnation && this.opts.adopt?.includes(lease.incarnation)) {
+        return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch: lease.epoch, incarnation: lease.incarnation }, tookOverFrom: null };
       }
       if (lease?.holder) {
         const verdict = await this.holderVerdict(tx, lease);
@@ -99,11 +141,8 @@ export class LeaseManager {
       };
       if (snap.exists) tx.set(snap.ref, doc);
       else tx.create(snap.ref, doc);
-      return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch }, tookOverFrom: lease?.holder ?? null };
+      return { acquired: true, grant: { accountId, instanceId: me.instanceId, epoch, incarnation: me.incarnation }, tookOverFrom: lease?.holder ?? null };
     });
-    if (result.acquired) this.grants.set(accountId, result.grant);
-    else this.grants.delete(accountId);
-    return result;
   }
 
   /**
@@ -113,9 +152,11 @@ export class LeaseManager {
   private async holderVerdict(tx: Transaction, lease: LeaseDoc): Promise<{ dead: true } | { dead: false; retryAfterMs: number }> {
     const hb = await tx.get(this.db.collection(Collections.reconcilers).doc(lease.holder!));
     if (!hb.exists) return { dead: true };
-    const data = hb.data() as { incarnation?: string; stoppedAt?: unknown; host?: string; storagePath?: string };
-    // The holder's process was replaced by a newer incarnation, or shut down and said so.
-    if (data.incarnation !== lease.incarnation || data.stoppedAt) return { dead: true };
+    const data = hb.data() as { incarnation?: string; adoptedIncarnations?: string[]; stoppedAt?: unknown; host?: string; storagePath?: string };
+    // The holder's process was replaced by a newer incarnation (which did not adopt its leases),
+    // or shut down and said so.
+    const current = data.incarnation === lease.incarnation || (data.adoptedIncarnations ?? []).includes(lease.incarnation ?? '');
+    if (!current || data.stoppedAt) return { dead: true };
     // It ran on this disk: we hold the disk's lock, so it cannot be running any more.
     if (this.opts.hostLockHeld && data.host === this.identity.host && data.storagePath === this.identity.storagePath) {
       return { dead: true };
@@ -199,7 +240,7 @@ export class LeaseManager {
 
   private checkLease(snap: DocumentSnapshot, grant: LeaseGrant): void {
     const lease = snap.data() as LeaseDoc | undefined;
-    if (!lease || lease.holder !== this.identity.instanceId || lease.incarnation !== this.identity.incarnation || lease.epoch !== grant.epoch) {
+    if (!lease || lease.holder !== this.identity.instanceId || lease.incarnation !== grant.incarnation || lease.epoch !== grant.epoch) {
       this.grants.delete(grant.accountId);
       const now = lease ? `held by ${lease.holder ?? 'nobody'} at epoch ${lease.epoch}` : 'lease missing';
       throw new StaleOwnerError(grant.accountId, `${now}; ours was epoch ${grant.epoch}`);

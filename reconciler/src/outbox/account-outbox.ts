@@ -11,7 +11,7 @@
  * Baileys resolves sendMessage once the bytes are written, not when WhatsApp accepted them, so
  * "sent" waits for the `<ack class="message">` frame itself (Baileys ignores a plain ack).
  */
-import { recipientToJid, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
+import { recipientToJid, type OutboxDoc, type OutboxStatus, type ClaimOwner } from '@wafleet/contract';
 import type { BinaryNode, WAMessageUpdate, WASocket } from '@whiskeysockets/baileys';
 import { Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
@@ -42,8 +42,8 @@ export interface AccountOutboxDeps {
   writer: OutboxWriter;
   /** Runs one send under the account's and the fleet's pacing. */
   pace: (send: () => Promise<void>) => Promise<void>;
-  /** This process's lease on the account (instance and epoch), or null when it does not own it. */
-  owner: () => Owner | null;
+  /** This process's claim identity under its lease on the account, or null when it does not own it. */
+  owner: () => ClaimOwner | null;
 }
 
 type Claimed = Extract<ClaimResult, { kind: 'claimed' }>;
@@ -164,7 +164,7 @@ export class AccountOutbox {
             this.pending.delete(id);
             return changed;
           },
-          (err: unknown) => (this.d.log.warn({ messageId: id, err: String(err) }, 'failing a message failed'), false),
+          (err: unknown) => (this.d.log.warn({ messageId: id, err }, 'failing a message failed'), false),
         ),
       ),
     );
@@ -255,7 +255,7 @@ export class AccountOutbox {
       claims = await withTimeout(store.claim(accountId, ids), 15_000, 'outbox claim');
     } catch (err) {
       if (err instanceof StaleOwnerError) return this.lostOwnership();
-      log.warn({ messages: ids.length, err: String(err) }, 'claiming messages failed; retrying shortly');
+      log.warn({ messages: ids.length, err }, 'claiming messages failed; retrying shortly');
       return this.pauseFor(1_000);
     }
     const claimed: Array<{ messageId: string; claim: Claimed }> = [];
@@ -308,7 +308,7 @@ export class AccountOutbox {
     } catch (err) {
       if (err instanceof StaleOwnerError) this.lostOwnership();
       // The claim expires and the message is resolved again (same id): nothing is lost.
-      else this.d.log.warn({ messageId, err: String(err) }, 'recording a send result failed; the claim will expire and be resolved');
+      else this.d.log.warn({ messageId, err }, 'recording a send result failed; the claim will expire and be resolved');
       return true;
     }
   }
@@ -323,7 +323,7 @@ export class AccountOutbox {
           if (doc) this.pending.set(messageId, { ...doc, status: 'queued', leaseUntil: null, nextAttemptAt: null, attemptCount: Math.max(0, (doc.attemptCount ?? 1) - 1) });
         } catch (err) {
           // Left claimed: resolved by a resend under the same id once the claim expires.
-          if (!writeRefused(err)) this.d.log.warn({ messageId, err: String(err) }, 'handing a message back failed');
+          if (!writeRefused(err)) this.d.log.warn({ messageId, err }, 'handing a message back failed');
         }
       }),
     );
@@ -371,7 +371,7 @@ export class AccountOutbox {
           // Counted even when a receipt recorded it first (the ack op then changes nothing).
           (res) => ACCEPTED.has(res.status) && metrics.sent(res.createdAtMs ? Date.now() - res.createdAtMs : null),
           (err: unknown) => {
-            if (!writeRefused(err)) log.warn({ messageId, err: String(err) }, 'recording an ack failed; the claim will expire and be resolved');
+            if (!writeRefused(err)) log.warn({ messageId, err }, 'recording an ack failed; the claim will expire and be resolved');
           },
         )
         .finally(() => this.settling.delete(messageId));
@@ -439,7 +439,7 @@ export class AccountOutbox {
         messageId = (await withTimeout(store.findByWaId(accountId, waId), 10_000, 'outbox lookup by WhatsApp id')) ?? undefined;
         if (!messageId) return; // not an outbox message (sent from the phone, say)
       } catch (err) {
-        log.warn({ waId, kind, err: String(err) }, 'looking up the message of a receipt failed; retrying');
+        log.warn({ waId, kind, err }, 'looking up the message of a receipt failed; retrying');
         await this.pauseFor(backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 }));
       }
     }
@@ -448,7 +448,7 @@ export class AccountOutbox {
     this.writer.submit(op).then(
       (res) => res.changed && metrics.receipt(kind),
       (err: unknown) => {
-        if (!writeRefused(err)) log.warn({ waId, kind, err: String(err) }, 'recording a receipt failed');
+        if (!writeRefused(err)) log.warn({ waId, kind, err }, 'recording a receipt failed');
       },
     );
   }

@@ -88,7 +88,7 @@ export class OutboxProcessor {
         pace: (send) => this.pace(accountId, send),
         owner: () => {
           const grant = leases.held(accountId);
-          return grant ? { instanceId: grant.instanceId, epoch: grant.epoch } : null;
+          return grant ? this.store.claimant({ instanceId: grant.instanceId, epoch: grant.epoch }) : null;
         },
       });
       this.accounts.set(accountId, a);
@@ -162,7 +162,7 @@ export class OutboxProcessor {
     if (!this.o.leases.held(accountId)) return;
     this.account(accountId)
       .reject(id, failures.invalidMessage(detail))
-      .catch((err: unknown) => this.o.log.warn({ accountId, messageId: id, err: String(err) }, 'failing an invalid outbox document failed'));
+      .catch((err: unknown) => this.o.log.warn({ accountId, messageId: id, err }, 'failing an invalid outbox document failed'));
   }
 
   // ------------------------------------------------------------------ stuck outboxes

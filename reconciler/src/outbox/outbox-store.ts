@@ -4,7 +4,7 @@
  * so a listener's stale view can never move a message backwards or send it twice. Claims are one
  * transaction per account and round; everything after a claim is batched fleet-wide (`settleMany`).
  */
-import { buildQuery, Collections, OUTBOX_PROGRESS, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
+import { buildQuery, Collections, OUTBOX_PROGRESS, type ClaimOwner, type OutboxDoc, type OutboxStatus, type Owner } from '@wafleet/contract';
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import { StaleOwnerError, type LeaseManager } from '../lease/lease-manager.ts';
 import { waMessageId } from './message-id.ts';
@@ -34,8 +34,12 @@ export interface OpResult {
   createdAtMs: number | null;
 }
 
-/** Whether a claim (`claimedBy`) is the given owner's: same instance and same lease epoch. */
-export const sameOwner = (a: Owner | null | undefined, b: Owner | null) => !!a && !!b && a.instanceId === b.instanceId && a.epoch === b.epoch;
+/**
+ * Whether a claim (`claimedBy`) is the given claimant's: same instance, lease epoch and process
+ * incarnation (an adopted lease keeps instance and epoch across a kill -9; see ClaimOwnerSchema).
+ */
+export const sameOwner = (a: ClaimOwner | null | undefined, b: ClaimOwner | null) =>
+  !!a && !!b && a.instanceId === b.instanceId && a.epoch === b.epoch && (a.incarnation ?? null) === (b.incarnation ?? null);
 const millis = (t: unknown): number | null => (t instanceof Timestamp ? t.toMillis() : null);
 
 export class OutboxStore {
@@ -45,6 +49,11 @@ export class OutboxStore {
     /** How long a claim holds before another attempt (or owner) may resolve the message. */
     private readonly claimTtlMs: number,
   ) {}
+
+  /** The claim identity of this process under `owner`'s lease. */
+  claimant(owner: Owner): ClaimOwner {
+    return { ...owner, incarnation: this.leases.identity.incarnation };
+  }
 
   private ref(messageId: string) {
     return this.db.collection(Collections.outbox).doc(messageId);
@@ -61,7 +70,8 @@ export class OutboxStore {
     return this.leases.fencedGetAll(
       accountId,
       messageIds.map((id) => this.ref(id)),
-      (tx, owner, snaps) => {
+      (tx, lease, snaps) => {
+        const owner = this.claimant(lease);
         const now = Date.now();
         return messageIds.map((messageId, i): ClaimResult => {
           const doc = snaps[i]!.data() as OutboxDoc | undefined;
@@ -107,8 +117,9 @@ export class OutboxStore {
         const stored = new Map(ids.map((id, i) => [id, snaps[i]!.data() as OutboxDoc | undefined]));
         const out = new Map<string, OpResult[] | StaleOwnerError>();
         for (const [accountId, ops] of groups) {
-          const owner = owners.get(accountId);
-          if (!owner) continue;
+          const lease = owners.get(accountId);
+          if (!lease) continue;
+          const owner = this.claimant(lease);
           const docs = new Map<string, OutboxDoc | null>();
           for (const op of ops) {
             const data = stored.get(op.messageId);
@@ -152,7 +163,7 @@ export class OutboxStore {
 }
 
 /** The patch `op` makes to `doc`, or null when it changes nothing. */
-function applyOp(doc: OutboxDoc, op: OutboxOp, owner: Owner): Record<string, unknown> | null {
+function applyOp(doc: OutboxDoc, op: OutboxOp, owner: ClaimOwner): Record<string, unknown> | null {
   switch (op.kind) {
     case 'progress': {
       if (doc.status === 'failed' || doc.status === 'cancelled') return null;

@@ -149,7 +149,7 @@ export class OutboxWriter {
       } catch (err) {
         // Whether the attempt landed is unknown (a timeout); every op is safe to apply twice.
         const delay = backoffDelay(failures++, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.o.log.warn({ messages: batch.length, accounts: groups.size, err: String(err), retryInMs: delay }, 'recording outbox results failed; will retry');
+        this.o.log.warn({ messages: batch.length, accounts: groups.size, err, retryInMs: delay }, 'recording outbox results failed; will retry');
         await sleep(delay, this.closing.signal).catch(() => undefined);
       }
     }

@@ -4,21 +4,25 @@
  * restore, delete — happens inside `reconcile`, which the work queue never runs twice at once for
  * one account. See docs/reconciler-design.md.
  */
-import { Collections, maskPhone, type AccountDoc, type Phase } from '@wafleet/contract';
+import { Collections, maskPhone, type AccountDoc, type DesiredState, type Phase } from '@wafleet/contract';
 import { Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { LeaseManager } from '../lease/lease-manager.ts';
+import type { CapacityGate } from '../queue/capacity-gate.ts';
 import { ConnectPriority, type ConnectGovernor } from '../queue/connect-governor.ts';
 import type { ReconcileResult } from '../queue/work-queue.ts';
 import type { IncidentWriter } from '../status/incident-writer.ts';
 import type { QrWriter } from '../status/qr-writer.ts';
 import type { StatusReport, StatusWriter } from '../status/status-writer.ts';
-import { CorruptAuthStateError, type AccountAuthState, type AuthStore } from '../store/auth-state.ts';
-import type { SessionBackupStore } from '../store/session-backup.ts';
+import type { AccountAuthState, AuthStore } from '../store/auth-state.ts';
+import { BackupRefusedError, type SessionBackupStore } from '../store/session-backup.ts';
 import { backoffDelay } from '../util/backoff.ts';
+import { withTimeout } from '../util/deadline.ts';
+import { BackupScheduler } from './backup-scheduler.ts';
+import { CredentialsUnavailableError, openCredentials } from './credentials-loader.ts';
 import { decideOnDisconnect, FailureWindow, type DisconnectDecision } from './disconnect-policy.ts';
-import { credsAreLinked, SessionDriver, type SessionClosed, type SessionTimeouts } from './session-driver.ts';
+import { credsAreLinked, SessionDriver, type SessionClosed, type SessionEvents, type SessionTimeouts } from './session-driver.ts';
 
 /** What the accounts listener knows of the desired state. */
 export interface AccountSpec {
@@ -27,6 +31,17 @@ export interface AccountSpec {
   /** Why the document is unusable, for the status message; null when valid. */
   error: string | null;
   updateTime: Timestamp | null;
+  /**
+   * What an invalid document still says about stopping: a delete or logout must go through even
+   * when another field is bad, or the account stays linked with nothing but a console edit to
+   * repair it. Null for a valid document (read `doc`).
+   */
+  intent?: StopIntent | null;
+}
+
+export interface StopIntent {
+  deleteRequested: boolean;
+  desiredState: DesiredState | null;
 }
 
 export interface SupervisorDeps {
@@ -40,11 +55,19 @@ export interface SupervisorDeps {
   qr: QrWriter;
   incidents: IncidentWriter;
   governor: ConnectGovernor;
+  /** MAX_ACCOUNTS: which accounts this process may drive. */
+  capacity: CapacityGate;
   timeouts: SessionTimeouts;
   socketUrl?: string;
   /** Ask for another reconcile pass of this account, now or after a delay. */
   requeue: (delayMs?: number) => void;
   backupDebounceMs: number;
+  /**
+   * How long a connection must stay open before its reconnect backoff starts again from the
+   * first step: an open-then-kicked loop (440, 500 or 428 right after login) must slow down
+   * instead of reconnecting every few seconds, the pattern that gets numbers banned.
+   */
+  stableAfterMs?: number;
   /** The outbox and inbound messages ride on the session (absent in tests of the session alone). */
   messaging?: SessionMessaging;
   metrics?: SupervisorMetrics;
@@ -59,6 +82,18 @@ export interface SupervisorMetrics {
 type Stop = 'needsLink' | 'loggedOut' | 'banned';
 
 const FLAPPING = 'FlappingConnection';
+const UNLINK_PENDING = 'UnlinkPending';
+/** Tries (a short login each) before a wipe goes ahead with the device possibly still listed. */
+const UNLINK_ATTEMPTS = 3;
+const UNLINK_LOGIN_TIMEOUT_MS = 20_000;
+const CAPACITY = 'CapacityExceeded';
+/** An account waiting for a slot looks again this often, besides being woken when one frees. */
+const CAPACITY_RECHECK_MS = 60_000;
+/** WhatsApp asks for one restart after linking; more than this in a row is a loop, not routine. */
+const MAX_RESTARTS_IN_A_ROW = 3;
+const DEFAULT_STABLE_AFTER_MS = 60_000;
+/** Incidents of credentials that could not be opened; cleared once they open. */
+const CREDENTIAL_INCIDENTS = ['RestoreFailed', 'BackupUnreadable', 'CredentialsCorrupt'] as const;
 const INCIDENTS_CLEARED_BY_CONNECTING = ['LoggedOut', 'Banned', 'NeedsRelink', 'ConnectionReplaced'];
 
 export interface SessionMessaging {
@@ -67,6 +102,17 @@ export interface SessionMessaging {
   closed(accountId: string): void;
   banned(accountId: string): Promise<void>;
   deleted(accountId: string): Promise<void>;
+}
+
+interface LinkTarget {
+  method: 'qr' | 'pairingCode';
+  /** The number a pairing code is for; null for a QR. */
+  phone: string | null;
+}
+
+/** A pairing code needs a number; without one the account links by QR. */
+function linkTarget(doc: AccountDoc): LinkTarget {
+  return doc.linkMethod === 'pairingCode' && doc.phoneNumber ? { method: 'pairingCode', phone: doc.phoneNumber } : { method: 'qr', phone: null };
 }
 
 export class AccountSupervisor {
@@ -87,19 +133,60 @@ export class AccountSupervisor {
   private readonly failures = new FailureWindow();
   private connectStartedAt = 0;
   private qrCount = 0;
-  private backupTimer: NodeJS.Timeout | null = null;
-  private backupRunning: Promise<void> | null = null;
-  /** Credentials changed since the last backup started. */
-  private backupDirty = false;
+  private readonly backups: BackupScheduler;
   /** Linked since the last open: back up as soon as the session opens, not after the debounce. */
   private newLogin = false;
   private stableTimer: NodeJS.Timeout | null = null;
+  private breakerTimer: NodeJS.Timeout | null = null;
+  private waitingForSlot = false;
+  /** 515s since the last stable connection. */
+  private restartsInRow = 0;
+  /** How the link attempt in progress was started (null when the credentials are linked). */
+  private linkAttempt: LinkTarget | null = null;
+  /** Failed attempts to unlink the device before a delete, relink or logout. */
+  private unlinkFailures = 0;
+  /** A RestoreFailed/BackupUnreadable/CredentialsCorrupt incident may be open for this account. */
+  private credentialIncident = false;
   private phase: Phase = 'pending';
 
   constructor(
     readonly accountId: string,
     private readonly d: SupervisorDeps,
-  ) {}
+  ) {
+    this.backups = new BackupScheduler({
+      accountId,
+      log: d.log,
+      debounceMs: d.backupDebounceMs,
+      owned: () => Boolean(d.leases.held(accountId)),
+      backup: () => this.backupNow(),
+    });
+  }
+
+  /**
+   * One backup of the open credentials, checked against the generation they are based on: a
+   * stale disk never replaces a newer backup, and unlinked credentials never a linked one.
+   */
+  private async backupNow(): Promise<void> {
+    const { store, backups, log } = this.d;
+    const auth = this.auth;
+    // Nothing open: nothing changed since the last backup that this process could know of.
+    if (!auth || auth.closed) return;
+    const linked = credsAreLinked(auth.state.creds);
+    const blob = await store.snapshot(this.accountId);
+    const expectedGeneration = await store.backupGeneration(this.accountId);
+    let generation: number;
+    try {
+      generation = await backups.save(this.accountId, blob, { linked, expectedGeneration });
+    } catch (err) {
+      if (!(err instanceof BackupRefusedError) || err.reason === 'concurrentSave') throw err;
+      // Refusals are final for these credentials: retrying would be refused the same way.
+      log[err.reason === 'unlinkedOverLinked' ? 'info' : 'warn']({ accountId: this.accountId, reason: err.reason, storedGeneration: err.storedGeneration }, 'session backup not replaced');
+      return;
+    }
+    // Only while the same credentials are open: a wipe in between must not get a marker back.
+    if (this.auth === auth && !auth.closed) await store.setBackupGeneration(this.accountId, generation);
+    log.debug({ accountId: this.accountId, generation, linked }, 'session backed up');
+  }
 
   get currentPhase(): Phase {
     return this.phase;
@@ -114,7 +201,13 @@ export class AccountSupervisor {
 
   async reconcile(spec: AccountSpec): Promise<ReconcileResult | void> {
     this.spec = spec;
-    const result = await this.pass(spec);
+    let result: ReconcileResult | void;
+    try {
+      result = await this.pass(spec);
+    } catch (err) {
+      if (!(err instanceof CredentialsUnavailableError)) throw err;
+      result = this.credentialsUnavailable(err);
+    }
     // Whatever the pass did, the status names the spec version it has now seen.
     this.reportObserved();
     return result;
@@ -124,7 +217,9 @@ export class AccountSupervisor {
     if (!spec.exists) {
       // Removed without deleteAccount (e.g. from the console): stop, keep credentials, let go.
       await this.closeSession();
+      await this.backups.cancel();
       await this.closeAuth();
+      this.releaseSlot();
       if (this.d.leases.held(this.accountId)) await this.d.leases.release([this.accountId]);
       this.d.status.forget(this.accountId);
       return;
@@ -137,6 +232,7 @@ export class AccountSupervisor {
       if (!lease.acquired) {
         // Someone else owns it; never touch the device. Look again when their lease could lapse.
         await this.closeSession();
+        this.releaseSlot();
         return { requeueAfterMs: Math.max(1_000, lease.retryAfterMs) };
       }
       this.verifyOwnership = false;
@@ -147,17 +243,23 @@ export class AccountSupervisor {
     }
     if (!this.initialized) await this.initFromStatus();
 
-    if (spec.error || !spec.doc) {
-      // Only this account is affected; its session (if any) keeps running as it was.
-      this.report({ phase: 'error', reason: 'InvalidSpec', message: `accounts/${this.accountId} is invalid: ${spec.error}` });
-      return;
-    }
+    if (spec.error || !spec.doc) return this.invalidSpec(spec);
     const doc = spec.doc;
     if (doc.deleteRequestedAt) return this.finishDeletion();
+    if (!this.d.capacity.take(this.accountId)) return this.waitForCapacity();
+    if (this.waitingForSlot) {
+      this.waitingForSlot = false;
+      if (this.d.capacity.waitingCount === 0) void this.d.incidents.resolve(this.accountId, null, CAPACITY);
+    }
 
     if (this.pendingWipe) {
       this.pendingWipe = false;
-      await this.wipeCredentials();
+      if (await this.wipeCredentials({ keepNewerBackup: true })) {
+        this.d.log.warn({ accountId: this.accountId }, 'the rejected credentials were older than the backup: restoring the backup');
+        if (this.stop === 'loggedOut') this.stop = null;
+        this.linkAllowed = false;
+        this.resetRetries();
+      }
     }
     const desiredChanged = this.lastDesired !== null && this.lastDesired !== doc.desiredState;
     this.lastDesired = doc.desiredState;
@@ -167,14 +269,7 @@ export class AccountSupervisor {
       this.report({ phase: 'disconnected', reason: 'DesiredDisconnected', message: 'Disconnected as requested; credentials are kept.' });
       return;
     }
-    if (doc.desiredState === 'loggedOut') {
-      if (this.driver?.state === 'open') await this.driver.logout();
-      await this.closeSession();
-      await this.wipeCredentials();
-      this.stop = null;
-      this.report({ phase: 'loggedOut', reason: 'LoggedOutByOperator', message: 'Logged out as requested; linking again needs a new QR scan.' });
-      return;
-    }
+    if (doc.desiredState === 'loggedOut') return this.logOut();
 
     // desiredState: connected
     if (desiredChanged) {
@@ -183,10 +278,10 @@ export class AccountSupervisor {
     }
     const relinkAt = doc.relinkRequestedAt?.toMillis() ?? 0;
     if (relinkAt > this.handledRelinkAt) {
-      this.handledRelinkAt = relinkAt;
       this.d.log.info({ accountId: this.accountId }, 'relink requested: unlinking the current device');
-      if (this.driver?.state === 'open') await this.driver.logout();
-      await this.closeSession();
+      const retry = await this.ensureUnlinked('relink');
+      if (retry) return retry;
+      this.handledRelinkAt = relinkAt;
       await this.wipeCredentials();
       this.stop = null;
       this.linkAllowed = true;
@@ -194,19 +289,31 @@ export class AccountSupervisor {
     }
     const qrAt = doc.qrRequestedAt?.toMillis() ?? 0;
     if (qrAt > this.handledQrAt) {
+      // Read first: credentials that cannot be opened now leave the request for a later pass.
+      const linked = await this.isLinked();
       this.handledQrAt = qrAt;
-      if (!this.isLinked()) {
+      if (!linked) {
         this.linkAllowed = true;
         this.stop = null;
         this.resetRetries();
       }
     }
     if (this.stop) return;
+    // A link attempt shows a code for the method and number it started with; a document that now
+    // asks for another (pairing code for a new number, or QR instead) starts the attempt over.
+    const attempt = this.linkAttempt;
+    if (this.driver && this.driver.state !== 'closed' && attempt && !this.driver.linked) {
+      const wanted = linkTarget(doc);
+      if (wanted.method !== attempt.method || wanted.phone !== attempt.phone) {
+        this.d.log.info({ accountId: this.accountId, method: wanted.method }, 'the link method or number changed: starting the link attempt over');
+        await this.closeSession();
+      }
+    }
     if (this.driver && this.driver.state !== 'closed') return;
 
     const wait = this.nextRetryAt - Date.now();
     if (wait > 0) return { requeueAfterMs: wait };
-    if (!this.isLinked() && !this.linkAllowed) {
+    if (!this.linkAllowed && !(await this.isLinked())) {
       this.stop = 'needsLink';
       this.report({ phase: 'needsLink', reason: 'LinkRequired', message: 'Not linked. Request a QR code (or pairing code) to link this account.' });
       return;
@@ -214,72 +321,148 @@ export class AccountSupervisor {
     await this.connect(doc);
   }
 
+  /**
+   * The document is invalid: only this account is affected, and its session (if any) keeps
+   * running as it was, except that what it says about stopping is obeyed.
+   */
+  private async invalidSpec(spec: AccountSpec): Promise<ReconcileResult | void> {
+    const intent = spec.intent;
+    if (intent?.deleteRequested) return this.finishDeletion();
+    if (intent?.desiredState === 'loggedOut') return this.logOut(spec.error);
+    if (intent?.desiredState === 'disconnected') await this.closeSession();
+    this.report({ phase: 'error', reason: 'InvalidSpec', message: `accounts/${this.accountId} is invalid: ${spec.error}` });
+  }
+
+  /** Gives the slot back (or stops waiting for one); the last waiter to go resolves the incident. */
+  private releaseSlot(): void {
+    this.d.capacity.release(this.accountId);
+    if (!this.waitingForSlot) return;
+    this.waitingForSlot = false;
+    if (this.d.capacity.waitingCount === 0) void this.d.incidents.resolve(this.accountId, null, CAPACITY);
+  }
+
+  private waitForCapacity(): ReconcileResult {
+    const { limit } = this.d.capacity;
+    const message = `This reconciler already drives its maximum of ${limit} accounts (MAX_ACCOUNTS); this account waits for a free slot.`;
+    if (!this.waitingForSlot) {
+      this.waitingForSlot = true;
+      void this.d.incidents.raise(this.accountId, null, CAPACITY, 'warning', `More accounts than MAX_ACCOUNTS (${limit}) for this reconciler: at least one account is not driven.`);
+    }
+    this.report({ phase: 'pending', reason: 'NoCapacity', message });
+    return { requeueAfterMs: CAPACITY_RECHECK_MS };
+  }
+
+  private async logOut(invalid: string | null = null): Promise<ReconcileResult | void> {
+    const retry = await this.ensureUnlinked('logout');
+    if (retry) return retry;
+    await this.wipeCredentials();
+    this.stop = null;
+    const note = invalid ? ` (accounts/${this.accountId} is invalid: ${invalid})` : '';
+    this.report({ phase: 'loggedOut', reason: 'LoggedOutByOperator', message: `Logged out as requested; linking again needs a new QR scan.${note}` });
+  }
+
   /** Reads the last status this account had, so a restarted process continues where it left off. */
   private async initFromStatus(): Promise<void> {
     this.initialized = true;
-    const snap = await this.d.db.collection(Collections.accountStatus).doc(this.accountId).get();
+    const snap = await withTimeout(this.d.db.collection(Collections.accountStatus).doc(this.accountId).get(), 15_000, `status read of ${this.accountId}`);
     if (!snap.exists) return;
     const s = snap.data()!;
     this.handledQrAt = (s.handledQrRequestedAt as Timestamp | undefined)?.toMillis() ?? 0;
     this.handledRelinkAt = (s.handledRelinkRequestedAt as Timestamp | undefined)?.toMillis() ?? 0;
     const phase = s.phase as Phase;
+    if (phase === 'error' && (CREDENTIAL_INCIDENTS as readonly string[]).includes(s.reason as string)) this.credentialIncident = true;
     if (phase === 'banned' || phase === 'loggedOut' || phase === 'needsLink') {
       this.stop = phase;
       this.linkAllowed = false;
     }
+    // "Not linked" is a fact about the credentials, not about the last status: an outage or a
+    // lost lease can leave needsLink behind while the disk (or the backup) still holds a linked
+    // device, which must come back by itself. A 411 asks for a relink whatever the disk says.
+    if (phase === 'needsLink' && s.reason !== 'MultideviceMismatch') {
+      // Unopenable credentials are not "unlinked": the connect path reports them, with backoff.
+      const linked = await this.isLinked().catch((err: unknown) => {
+        if (err instanceof CredentialsUnavailableError) return true;
+        throw err;
+      });
+      if (linked) this.stop = null;
+    }
     this.phase = phase;
   }
 
-  private isLinked(): boolean {
+  /**
+   * The account stays as it is, linked in the backup or on disk, until the credentials can be
+   * opened: it retries with backoff and never falls back to a fresh link, which only an
+   * operator's relink (or delete, or logout) may start.
+   */
+  private credentialsUnavailable(err: CredentialsUnavailableError): ReconcileResult {
+    const transient = err.reason === 'RestoreFailed';
+    this.credentialIncident = true;
+    this.d.log.error({ accountId: this.accountId, reason: err.reason, err: err.detail }, 'cannot open the credentials');
+    const delay = backoffDelay(this.attempt++, { baseMs: transient ? 2_000 : 30_000, maxMs: 5 * 60_000, jitter: 'equal' });
+    this.nextRetryAt = Date.now() + delay;
+    const what: Record<CredentialsUnavailableError['reason'], string> = {
+      RestoreFailed: 'The encrypted backup could not be read; retrying.',
+      BackupUnreadable: 'The encrypted backup cannot be decrypted or is damaged (check BACKUP_KEY); nothing was overwritten. Retrying; a relink starts over.',
+      CredentialsCorrupt: 'The stored credentials are unreadable and there is no backup. A relink (new QR scan) starts over.',
+    };
+    void this.d.incidents.raise(this.accountId, this.accountId, err.reason, transient ? 'warning' : 'critical', `${what[err.reason]} (${err.detail})`.slice(0, 1000));
+    this.report({ phase: 'error', reason: err.reason, message: what[err.reason], reconnectAttempt: this.attempt, nextRetryAt: Timestamp.fromMillis(this.nextRetryAt) });
+    return { requeueAfterMs: delay };
+  }
+
+  /** Whether the credentials (the live session's, else those on disk or in the backup) are linked. */
+  private async isLinked(): Promise<boolean> {
     if (this.driver) return this.driver.linked;
-    return this.auth ? credsAreLinked(this.auth.state.creds) : false;
+    return credsAreLinked((await this.openAuth()).state.creds);
   }
 
   // ------------------------------------------------------------------ connecting
 
   private async connect(doc: AccountDoc): Promise<void> {
-    const auth = await this.openAuth();
+    let auth = await this.openAuth();
     const linked = credsAreLinked(auth.state.creds);
+    if (!linked && auth.state.creds.me) {
+      // requestPairingCode stores `me` (the number) before the phone accepts anything; Baileys
+      // then logs in as that number instead of registering, and WhatsApp answers 401 (unknown
+      // device): an unfinished pairing attempt must not outlive itself.
+      this.d.log.info({ accountId: this.accountId }, 'discarding the credentials of an unfinished link attempt');
+      await this.closeAuth(false);
+      await this.d.store.wipe(this.accountId);
+      auth = await this.openAuth();
+    }
     this.report({
       phase: this.attempt > 0 ? 'reconnecting' : 'connecting',
       reason: linked ? 'Connecting' : 'StartingLink',
       message: linked ? 'Connecting to WhatsApp.' : 'Starting to link: a code will appear shortly.',
     });
-    const pairingPhone = !linked && doc.linkMethod === 'pairingCode' ? (doc.phoneNumber ?? null) : null;
+    const target = linkTarget(doc);
+    const pairingPhone = !linked ? target.phone : null;
+    this.linkAttempt = linked ? null : target;
     let settle: () => void = () => undefined;
     const settled = new Promise<void>((r) => (settle = r));
-    const driver = new SessionDriver({
-      accountId: this.accountId,
-      auth,
-      log: this.d.log,
-      baileysLog: this.d.baileysLog,
-      timeouts: this.d.timeouts,
-      ...(this.d.socketUrl ? { socketUrl: this.d.socketUrl } : {}),
-      pairingPhone,
-      events: {
-        onConnecting: () => undefined,
-        onQr: (qr) => {
-          settle();
-          this.onQr(qr);
-        },
-        onPairingCode: (code) => {
-          settle();
-          this.onPairingCode(code);
-        },
-        onOpen: (info) => {
-          settle();
-          this.onOpen(info);
-        },
-        onClosed: (info) => {
-          settle();
-          this.onClosed(driver, info);
-        },
-        onCredsSaved: () => this.scheduleBackup(),
-        onSocket: (sock) => this.d.messaging?.attach(this.accountId, sock),
-        onNewLogin: () => {
-          this.newLogin = true;
-          this.scheduleBackup();
-        },
+    const driver = this.newDriver(auth, pairingPhone, {
+      onConnecting: () => undefined,
+      onQr: (qr) => {
+        settle();
+        this.onQr(qr);
+      },
+      onPairingCode: (code) => {
+        settle();
+        this.onPairingCode(code);
+      },
+      onOpen: (info) => {
+        settle();
+        this.onOpen(info);
+      },
+      onClosed: (info) => {
+        settle();
+        this.onClosed(driver, info);
+      },
+      onCredsSaved: () => this.backups.schedule(),
+      onSocket: (sock) => this.d.messaging?.attach(this.accountId, sock),
+      onNewLogin: () => {
+        this.newLogin = true;
+        this.backups.schedule();
       },
     });
     this.driver = driver;
@@ -296,39 +479,20 @@ export class AccountSupervisor {
         { priority: linked ? ConnectPriority.linked : ConnectPriority.newLink },
       )
       .catch((err: unknown) => {
-        this.d.log.warn({ accountId: this.accountId, err: String(err) }, 'connect cancelled');
+        this.d.log.warn({ accountId: this.accountId, err }, 'connect cancelled');
         if (this.driver === driver && driver.state === 'idle') this.driver = null;
       });
   }
 
   private async openAuth(): Promise<AccountAuthState> {
     if (this.auth && !this.auth.closed) return this.auth;
-    const { store } = this.d;
-    let restored = false;
-    if (!(await store.exists(this.accountId))) restored = await this.restoreFromBackup('missing');
-    try {
-      this.auth = await store.open(this.accountId);
-    } catch (err) {
-      if (!(err instanceof CorruptAuthStateError)) throw err;
-      this.d.log.error({ accountId: this.accountId, err: err.message }, 'local credentials are corrupt');
-      restored = await this.restoreFromBackup('corrupt');
-      if (!restored) await store.wipe(this.accountId);
-      this.auth = await store.open(this.accountId);
+    this.auth = await openCredentials(this.accountId, this.d);
+    // Only when one may be open: each resolve is a transaction, and every open would pay three.
+    if (this.credentialIncident) {
+      this.credentialIncident = false;
+      for (const type of CREDENTIAL_INCIDENTS) void this.d.incidents.resolve(this.accountId, this.accountId, type);
     }
-    if (restored) this.d.log.info({ accountId: this.accountId }, 'credentials restored from the encrypted backup');
     return this.auth;
-  }
-
-  private async restoreFromBackup(why: 'missing' | 'corrupt'): Promise<boolean> {
-    try {
-      const blob = await this.d.backups.load(this.accountId);
-      if (!blob) return false;
-      await this.d.store.restore(this.accountId, blob);
-      return true;
-    } catch (err) {
-      this.d.log.error({ accountId: this.accountId, why, err: String(err) }, 'restoring credentials from the backup failed');
-      return false;
-    }
   }
 
   // ------------------------------------------------------------------ session events
@@ -350,43 +514,63 @@ export class AccountSupervisor {
     this.d.metrics?.connectLatency(Date.now() - this.connectStartedAt);
     this.linkAllowed = false;
     this.stop = null;
-    this.attempt = 0;
     this.nextRetryAt = 0;
     void this.d.qr.clear(this.accountId);
+    // The backoff starts from the first step again only once the connection has proven stable:
+    // a session kicked right after every login keeps backing off (reconnectAttempt keeps counting).
     this.report({
       phase: 'connected',
       reason: 'Connected',
       message: 'Connected to WhatsApp.',
       linkedPhoneMasked: maskPhone(info.meJid),
       lastConnectedAt: Timestamp.now(),
-      reconnectAttempt: 0,
+      reconnectAttempt: this.attempt,
       nextRetryAt: null,
     });
     for (const type of INCIDENTS_CLEARED_BY_CONNECTING) void this.d.incidents.resolve(this.accountId, this.accountId, type);
     const sock = this.driver?.socket;
     if (sock) this.d.messaging?.opened(this.accountId, sock);
-    // The circuit breaker closes after a stable period, not at the first success.
-    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.clearStableTimers();
+    const driver = this.driver;
     this.stableTimer = setTimeout(() => {
-      if (this.driver?.state === 'open') {
+      if (this.driver !== driver || driver?.state !== 'open') return;
+      this.resetRetries();
+      this.restartsInRow = 0;
+      if (this.attempt === 0 && this.d.status.current(this.accountId)?.reconnectAttempt) this.reportObserved({ reconnectAttempt: 0 });
+    }, this.d.stableAfterMs ?? DEFAULT_STABLE_AFTER_MS);
+    this.stableTimer.unref();
+    // The circuit breaker closes after a longer stable period, not at the first success.
+    this.breakerTimer = setTimeout(() => {
+      if (this.driver === driver && driver?.state === 'open') {
         this.failures.reset();
         void this.d.incidents.resolve(this.accountId, this.accountId, FLAPPING);
       }
     }, 10 * 60_000);
-    this.stableTimer.unref();
+    this.breakerTimer.unref();
     if (this.newLogin) {
       this.newLogin = false;
-      this.scheduleBackup(0);
+      this.backups.schedule(0);
     }
+  }
+
+  private clearStableTimers(): void {
+    if (this.stableTimer) clearTimeout(this.stableTimer);
+    if (this.breakerTimer) clearTimeout(this.breakerTimer);
+    this.stableTimer = null;
+    this.breakerTimer = null;
   }
 
   private onClosed(driver: SessionDriver, info: SessionClosed): void {
     if (this.driver !== driver) return;
     this.driver = null;
     this.d.messaging?.closed(this.accountId);
-    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.clearStableTimers();
     if (info.cause === 'requested') return;
-    const decision = this.decide(info);
+    let decision = this.decide(info);
+    if (decision.retry === 'now' && ++this.restartsInRow > MAX_RESTARTS_IN_A_ROW) {
+      // One restart after linking is routine; an endless series of them is a loop to slow down.
+      decision = { ...decision, phase: 'reconnecting', retry: 'backoff', message: `WhatsApp asked for a restart ${this.restartsInRow} times in a row; retrying with backoff.` };
+    }
     this.d.metrics?.disconnect(info.code, decision.reason);
     // A 515 is WhatsApp's routine restart right after linking, not a problem.
     const level = decision.retry === 'now' ? 'info' : 'warn';
@@ -449,11 +633,11 @@ export class AccountSupervisor {
   // ------------------------------------------------------------------ status
 
   /** Re-reports the current status with the newest spec time (no write when nothing changed). */
-  private reportObserved(): void {
+  private reportObserved(changes: Partial<StatusReport> = {}): void {
     const cur = this.d.status.current(this.accountId);
     if (!cur || !this.d.leases.held(this.accountId)) return;
     const { since: _since, handled: _handled, ...rest } = cur;
-    this.report({ ...rest, observedSpecTime: this.spec?.updateTime ?? null });
+    this.report({ ...rest, observedSpecTime: this.spec?.updateTime ?? null, ...changes });
   }
 
   private report(r: Omit<StatusReport, 'observedSpecTime'> & { observedSpecTime?: Timestamp | null }): void {
@@ -465,71 +649,113 @@ export class AccountSupervisor {
     });
   }
 
-  // ------------------------------------------------------------------ backups
-
-  private scheduleBackup(delayMs = this.d.backupDebounceMs): void {
-    this.backupDirty = true;
-    if (this.backupTimer) {
-      if (delayMs > 0) return; // one is already scheduled; it will include this change
-      clearTimeout(this.backupTimer);
-    }
-    this.backupTimer = setTimeout(() => {
-      this.backupTimer = null;
-      void this.flushBackup();
-    }, delayMs);
-    this.backupTimer.unref();
-  }
-
-  /**
-   * Backs up until no change is left: a change that lands while a backup is being written is
-   * caught by the same run, so whoever awaits it (shutdown) knows the newest credentials are saved.
-   */
-  private flushBackup(): Promise<void> {
-    this.backupRunning ??= (async () => {
-      try {
-        while (this.backupDirty) {
-          this.backupDirty = false;
-          try {
-            const blob = await this.d.store.snapshot(this.accountId);
-            await this.d.backups.save(this.accountId, blob);
-          } catch (err) {
-            this.d.log.warn({ accountId: this.accountId, err: String(err) }, 'session backup failed; will retry');
-            this.scheduleBackup(30_000);
-            return;
-          }
-        }
-      } finally {
-        this.backupRunning = null;
-      }
-    })();
-    return this.backupRunning;
-  }
-
   // ------------------------------------------------------------------ teardown
 
-  private async wipeCredentials(): Promise<void> {
-    if (this.backupTimer) clearTimeout(this.backupTimer);
-    this.backupTimer = null;
-    this.backupDirty = false;
+  /**
+   * Removes the local credentials and the backup. `keepNewerBackup` (a 401): the credentials that
+   * were rejected may be older than the backup (relinked elsewhere); a newer backup stays and is
+   * restored next. Returns true when it did.
+   */
+  private async wipeCredentials({ keepNewerBackup = false } = {}): Promise<boolean> {
     this.newLogin = false;
-    await this.backupRunning;
+    await this.backups.cancel();
     await this.closeAuth(false);
+    const marker = keepNewerBackup ? await this.d.store.backupGeneration(this.accountId) : null;
     await this.d.store.wipe(this.accountId);
-    await this.d.backups.delete(this.accountId);
+    const deleted = await this.d.backups.delete(this.accountId, marker === null ? {} : { ifGeneration: marker });
+    return !deleted && marker !== null && (await this.d.backups.head(this.accountId)) !== null;
   }
 
-  private async finishDeletion(): Promise<void> {
+  private async finishDeletion(): Promise<ReconcileResult | void> {
     this.d.log.info({ accountId: this.accountId }, 'deleting account: logging out and wiping credentials');
-    if (this.driver?.state === 'open') await this.driver.logout();
-    await this.closeSession();
+    const retry = await this.ensureUnlinked('delete');
+    if (retry) return retry;
     await this.wipeCredentials();
     await Promise.all([this.d.qr.clear(this.accountId), this.d.status.remove(this.accountId)]);
     await this.d.messaging?.deleted(this.accountId);
-    for (const type of [...INCIDENTS_CLEARED_BY_CONNECTING, FLAPPING]) void this.d.incidents.resolve(this.accountId, this.accountId, type);
+    for (const type of [...INCIDENTS_CLEARED_BY_CONNECTING, FLAPPING, ...(this.credentialIncident ? CREDENTIAL_INCIDENTS : [])]) {
+      void this.d.incidents.resolve(this.accountId, this.accountId, type);
+    }
     await this.d.leases.fenced(this.accountId, (tx) => {
       tx.delete(this.d.db.collection(Collections.accounts).doc(this.accountId));
     });
+    this.releaseSlot();
     await this.d.leases.release([this.accountId]);
+  }
+
+  /**
+   * Before credentials are wiped (delete, relink, logout), the device leaves the phone's "Linked
+   * devices": wiped credentials with the device still listed leave it there, uncontrolled. With
+   * no open socket that takes a short login. When WhatsApp cannot be reached the pass is retried
+   * with backoff (null: go on); after UNLINK_ATTEMPTS the wipe goes ahead and an UnlinkPending
+   * incident tells the operator to remove the device on the phone.
+   */
+  private async ensureUnlinked(why: 'delete' | 'relink' | 'logout'): Promise<ReconcileResult | null> {
+    const done = await this.unlinkDevice();
+    if (done) {
+      if (this.unlinkFailures > 0) void this.d.incidents.resolve(this.accountId, this.accountId, UNLINK_PENDING);
+      this.unlinkFailures = 0;
+      return null;
+    }
+    this.unlinkFailures++;
+    const message = `The device could not be unlinked from WhatsApp before the ${why} (${this.unlinkFailures} attempt${this.unlinkFailures === 1 ? '' : 's'}).`;
+    if (this.unlinkFailures < UNLINK_ATTEMPTS) {
+      const delay = backoffDelay(this.unlinkFailures - 1, { baseMs: 5_000, maxMs: 60_000, jitter: 'equal' });
+      this.d.log.warn({ accountId: this.accountId, why, retryInMs: delay }, 'cannot unlink the device now; retrying');
+      return { requeueAfterMs: delay };
+    }
+    this.d.log.error({ accountId: this.accountId, why }, 'giving up unlinking the device; it may still be listed on the phone');
+    void this.d.incidents.raise(this.accountId, this.accountId, UNLINK_PENDING, 'warning', `${message} Remove it on the phone: Linked devices → this device → Log out.`);
+    this.unlinkFailures = 0;
+    return null;
+  }
+
+  /** True once the device is not linked any more (or never was); false when WhatsApp could not be reached. */
+  private async unlinkDevice(): Promise<boolean> {
+    if (this.driver?.state === 'open') {
+      await this.driver.logout();
+      await this.closeSession();
+      return true;
+    }
+    await this.closeSession();
+    let auth: AccountAuthState;
+    try {
+      auth = await this.openAuth();
+    } catch (err) {
+      // Nothing usable to log in with: there is no way to reach the device from here.
+      if (err instanceof CredentialsUnavailableError) return true;
+      throw err;
+    }
+    if (!credsAreLinked(auth.state.creds)) return true;
+    this.d.log.info({ accountId: this.accountId }, 'logging in briefly to unlink the device');
+    let settle: (outcome: 'open' | 'gone' | 'failed') => void = () => undefined;
+    const outcome = new Promise<'open' | 'gone' | 'failed' | 'timeout'>((resolve) => {
+      settle = resolve;
+      setTimeout(() => resolve('timeout'), UNLINK_LOGIN_TIMEOUT_MS).unref();
+    });
+    const driver = this.newDriver(auth, null, {
+      onConnecting: () => undefined,
+      onQr: () => settle('failed'),
+      onPairingCode: () => settle('failed'),
+      onOpen: () => settle('open'),
+      // 401: the phone removed the device already.
+      onClosed: (info) => settle(info.code === 401 ? 'gone' : 'failed'),
+      onCredsSaved: () => undefined,
+      onNewLogin: () => undefined,
+      // Messages waiting offline arrive during the login: they are stored like any other.
+      onSocket: (sock) => this.d.messaging?.attach(this.accountId, sock),
+    });
+    driver.start();
+    const result = await outcome;
+    if (result === 'open') await driver.logout();
+    else await driver.close(2_000);
+    this.d.messaging?.closed(this.accountId);
+    return result === 'open' || result === 'gone';
+  }
+
+  private newDriver(auth: AccountAuthState, pairingPhone: string | null, events: SessionEvents): SessionDriver {
+    const { log, baileysLog, timeouts, socketUrl } = this.d;
+    return new SessionDriver({ accountId: this.accountId, auth, log, baileysLog, timeouts, ...(socketUrl ? { socketUrl } : {}), pairingPhone, events });
   }
 
   /** Closes the socket (never a logout). */
@@ -538,7 +764,7 @@ export class AccountSupervisor {
     this.driver = null;
     this.d.messaging?.closed(this.accountId);
     this.d.governor.cancel(this.accountId);
-    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.clearStableTimers();
     if (driver) await driver.close(timeoutMs);
   }
 
@@ -553,7 +779,9 @@ export class AccountSupervisor {
     this.lostOwnership = true;
     this.d.log.warn({ accountId: this.accountId }, 'lost ownership: closing the session');
     await this.closeSession();
+    await this.backups.cancel();
     await this.closeAuth();
+    this.releaseSlot();
     this.d.status.forget(this.accountId);
     this.d.requeue(1_000);
   }
@@ -561,15 +789,17 @@ export class AccountSupervisor {
   /** Heartbeat lost: close the socket before the lease may lapse; no Firestore writes here. */
   async fence(): Promise<void> {
     await this.closeSession(2_000);
+    // Whoever takes over may write the backup next; ours would race theirs.
+    await this.backups.cancel();
+    // And may relink: the next open compares our credentials with the backup again.
+    await this.closeAuth();
     this.resetRetries();
   }
 
   /** Graceful shutdown: close the socket, flush credentials, take a last backup (bounded by the caller). */
   async shutdown(): Promise<void> {
     await this.closeSession();
-    if (this.backupTimer) clearTimeout(this.backupTimer);
-    this.backupTimer = null;
-    if (this.backupDirty || this.backupRunning) await this.flushBackup();
+    if (this.backups.pending) await this.backups.flush();
     await this.closeAuth();
   }
 }

@@ -8,6 +8,7 @@ import { Boom } from '@hapi/boom';
 import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { AccountAuthState } from '../store/auth-state.ts';
+import { commitDecryptsAfterJournal } from './decrypt-commit.ts';
 
 export interface SessionTimeouts {
   /** Baileys' own: no ServerHello within this → 408. */
@@ -126,6 +127,8 @@ export class SessionDriver {
       ...(this.opts.socketUrl ? { waWebSocketUrl: this.opts.socketUrl } : {}),
     });
     this.sock = sock;
+    // Before onSocket: the inbound capture wraps the same hook afterwards (see decrypt-commit.ts).
+    if (!commitDecryptsAfterJournal(sock, auth)) this.opts.log.warn('this Baileys has no decrypt-time hook; a kill -9 right after a decryption can lose that message');
     this.opts.events.onSocket?.(sock);
     this.lastFrameAt = Date.now();
     sock.ws.on('frame', () => {
@@ -134,7 +137,7 @@ export class SessionDriver {
     sock.ev.on('creds.update', () => {
       this.credsSaved = auth.saveCreds().then(
         () => this.opts.events.onCredsSaved(),
-        (err: unknown) => this.opts.log.error({ err: String(err) }, 'saving credentials failed'),
+        (err: unknown) => this.opts.log.error({ err }, 'saving credentials failed'),
       );
     });
     sock.ev.on('connection.update', (u) => this.onConnectionUpdate(u));
@@ -172,7 +175,7 @@ export class SessionDriver {
     this.sock.requestPairingCode(phone).then(
       (code) => this.opts.events.onPairingCode(code),
       (err: unknown) => {
-        this.opts.log.warn({ err: String(err) }, 'pairing code request failed');
+        this.opts.log.warn({ err }, 'pairing code request failed');
         this.forceEnd('server', 'pairing code request failed');
       },
     );

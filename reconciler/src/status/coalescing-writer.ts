@@ -25,6 +25,13 @@ interface Slot {
   attempt: number;
   timer: NodeJS.Timeout | null;
   waiters: Array<() => void>;
+  /** The attempt allowed to write; an attempt that timed out keeps running inside the SDK. */
+  token: number;
+}
+
+/** Thrown inside an abandoned attempt's transaction so that it commits nothing. */
+class SupersededError extends Error {
+  override readonly name = 'SupersededError';
 }
 
 export interface CoalescingWriterOptions {
@@ -46,7 +53,7 @@ export class CoalescingWriter {
   submit(accountId: string, ref: DocumentReference, write: DocWrite): Promise<void> {
     let slot = this.slots.get(ref.path);
     if (!slot) {
-      slot = { accountId, ref, wanted: null, running: false, attempt: 0, timer: null, waiters: [] };
+      slot = { accountId, ref, wanted: null, running: false, attempt: 0, timer: null, waiters: [], token: 0 };
       this.slots.set(ref.path, slot);
     }
     slot.wanted = write;
@@ -70,15 +77,21 @@ export class CoalescingWriter {
     slot.running = true;
     const waiters = slot.waiters.splice(0);
     const collection = slot.ref.parent.id;
+    const token = ++slot.token;
     try {
       await withTimeout(
         this.opts.leases.fenced(slot.accountId, async (tx: Transaction, owner: Owner) => {
+          // The SDK retries a transaction after our deadline gave up on it: such a retry, run
+          // once the network is back, would write this (older) content over a newer write.
+          if (token !== slot.token) throw new SupersededError();
           if (write.kind === 'delete') tx.delete(slot.ref);
           else if (write.kind === 'set') tx.set(slot.ref, write.build(owner));
           else await write.apply(tx, owner);
         }),
         this.opts.writeTimeoutMs ?? 10_000,
         `write ${slot.ref.path}`,
+        // Abandoned from here on, whatever the SDK still does with it.
+        () => void slot.token++,
       );
       slot.attempt = 0;
       this.opts.onWrite?.(collection, true);
@@ -95,7 +108,7 @@ export class CoalescingWriter {
         slot.wanted ??= write;
         slot.waiters.unshift(...waiters);
         const delay = backoffDelay(slot.attempt++, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.opts.log.warn({ doc: slot.ref.path, err: String(err), retryInMs: delay }, 'Firestore write failed; will retry');
+        this.opts.log.warn({ doc: slot.ref.path, err, retryInMs: delay }, 'Firestore write failed; will retry');
         slot.running = false;
         slot.timer = setTimeout(() => {
           slot.timer = null;

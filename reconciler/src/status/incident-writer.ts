@@ -7,7 +7,7 @@
  * incident and retried with backoff until it lands: none is lost while Firestore is unreachable.
  * Each transaction body depends only on its own arguments, so Firestore may re-run it safely.
  */
-import { Collections, type Severity } from '@wafleet/contract';
+import { Collections, incidentId, type Severity } from '@wafleet/contract';
 import { FieldValue, Timestamp, type DocumentReference, type Firestore, type Transaction } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { StaleOwnerError, type LeaseManager } from '../lease/lease-manager.ts';
@@ -15,10 +15,6 @@ import { withTimeout } from '../util/deadline.ts';
 import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
 
 const SEVERITY_RANK: Record<Severity, number> = { info: 0, warning: 1, critical: 2 };
-
-export function incidentId(accountId: string | null, type: string): string {
-  return `${accountId ?? 'fleet'}__${type}`;
-}
 
 type Op = { kind: 'raise'; severity: Severity; message: string; at: Timestamp } | { kind: 'resolve' };
 
@@ -51,8 +47,19 @@ export class IncidentWriter {
     const id = incidentId(scope, type);
     const ref = this.db.collection(Collections.incidents).doc(id);
     const write = async () => {
+      // An attempt our deadline gave up on lives on in the SDK's own retries; once the network is
+      // back it would count the incident a second time (or reopen a newer state): it must not commit.
+      let abandoned = false;
+      const live = () => {
+        if (abandoned) throw new AbandonedAttemptError(ref.id);
+      };
       try {
-        await withTimeout(this.leases.fenced(fenceAccountId, (tx) => apply(tx, ref, scope, type, op)), 10_000, `incident ${ref.id}`);
+        await withTimeout(
+          this.leases.fenced(fenceAccountId, (tx) => apply(tx, ref, scope, type, op, live)),
+          10_000,
+          `incident ${ref.id}`,
+          () => (abandoned = true),
+        );
         this.onWrite?.(true);
       } catch (err) {
         this.onWrite?.(false);
@@ -69,8 +76,17 @@ export class IncidentWriter {
   }
 }
 
-async function apply(tx: Transaction, ref: DocumentReference, scope: string | null, type: string, op: Op): Promise<void> {
+class AbandonedAttemptError extends Error {
+  override readonly name = 'AbandonedAttemptError';
+  constructor(id: string) {
+    super(`incident ${id}: an abandoned attempt stopped before writing`);
+  }
+}
+
+async function apply(tx: Transaction, ref: DocumentReference, scope: string | null, type: string, op: Op, live: () => void): Promise<void> {
+  live();
   const snap = await tx.get(ref);
+  live();
   const cur = snap.exists ? snap.data()! : null;
   if (op.kind === 'resolve') {
     if (cur?.open) tx.update(ref, { open: false, resolvedAt: FieldValue.serverTimestamp() });

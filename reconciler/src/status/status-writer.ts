@@ -57,6 +57,19 @@ export class StatusWriter {
     };
     if (prev && sameVisible(prev, next)) return null;
     this.last.set(accountId, next);
+    return this.write(accountId, next);
+  }
+
+  /**
+   * Writes the current status again, unchanged but for `updatedAt`: a full set, so it also removes
+   * the watchdog's `stale` mark (the reconciler never writes one). Null when nothing was reported.
+   */
+  rewrite(accountId: string): Promise<void> | null {
+    const current = this.last.get(accountId);
+    return current ? this.write(accountId, current) : null;
+  }
+
+  private write(accountId: string, next: Written): Promise<void> {
     return this.writer.submit(accountId, this.db.collection(Collections.accountStatus).doc(accountId), {
       kind: 'set',
       build: (owner) => {

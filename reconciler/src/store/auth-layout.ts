@@ -6,6 +6,10 @@
  *                                          useMultiFileAuthState writes, so its creds import as is)
  *     keys/<type>/<shard>.json             {"format":"wafleet-keys","v":1,"type","shard","shards",
  *                                           "entries":{"<id>": <BufferJSON value>, …}}
+ *     backup-generation.json               {"format":"wafleet-backup-generation","v":1,"generation"}:
+ *                                          the session backup generation this state was restored
+ *                                          from or last backed up as (absent: unknown). Lets the
+ *                                          owner tell a newer backup from a stale disk.
  *
  * Why shards, not one file per key nor one file per type:
  * - One file per key turns the 812 pre-keys of a first link into 812 fsync+rename cycles, and key
@@ -26,6 +30,7 @@ import { z } from 'zod';
 export const FORMAT_VERSION = 1;
 export const CREDS_FILE = 'creds.json';
 export const KEYS_DIR = 'keys';
+export const BACKUP_GENERATION_FILE = 'backup-generation.json';
 
 /** Key types become directory names, so they are held to a safe alphabet. */
 export const KEY_TYPE_RE = /^[a-z][a-z0-9-]{0,63}$/;
@@ -157,6 +162,24 @@ export function decodeCreds(text: string): AuthenticationCreds {
   if (!parsed.success) throw new Error(`invalid credentials (${z.prettifyError(parsed.error).replace(/\n/g, ' ')})`);
   // Return the revived object itself, not zod's copy: unknown fields Baileys added must survive.
   return value as AuthenticationCreds;
+}
+
+export function encodeBackupGeneration(generation: number): string {
+  if (!Number.isSafeInteger(generation) || generation < 1) throw new RangeError(`invalid backup generation ${generation}`);
+  return `${JSON.stringify({ format: 'wafleet-backup-generation', v: FORMAT_VERSION, generation })}\n`;
+}
+
+const BackupGenerationSchema = z.object({
+  format: z.literal('wafleet-backup-generation'),
+  v: z.literal(FORMAT_VERSION),
+  generation: z.int().min(1),
+});
+
+/** Parses backup-generation.json; throws an Error whose message is the reason if it is unusable. */
+export function decodeBackupGeneration(text: string): number {
+  const parsed = BackupGenerationSchema.safeParse(parseJson(text));
+  if (!parsed.success) throw new Error(`not a backup generation marker (${z.prettifyError(parsed.error).replace(/\n/g, ' ')})`);
+  return parsed.data.generation;
 }
 
 function parseJson(text: string, reviver?: (key: string, value: unknown) => unknown): unknown {

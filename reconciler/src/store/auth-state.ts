@@ -9,14 +9,22 @@
  *   within `coalesceMs`) share the next write: group commit. Durable sets matter because Baileys
  *   uploads pre-keys right after storing them; if the upload could outlive the write, a crash would
  *   leave the server handing out pre-keys we no longer have.
+ *   The one exception is `deferWrites`: a decryption's changes wait for its plaintext to be
+ *   journaled (see there).
  * - `saveCreds` writes pending keys first, then creds.json: creds never reference keys (e.g. a
  *   `nextPreKeyId`) that are not yet stored.
  * - Whole-account operations (wipe, restore) switch the directory by rename, with a recovery
  *   sweep that finishes or rolls back an interrupted one; see `restore`.
+ * - The backup generation the state is based on is kept beside it (`backupGeneration`), and a
+ *   restore writes it together with the state, so the two never disagree after a crash.
+ * - A corrupt file costs only what it holds: `repair` replaces just the files that fail to decode
+ *   from a backup, and `open` with `dropCorruptShards` gives up corrupt key shards (some Signal
+ *   sessions) rather than the link. Corrupt creds are never silently replaced by fresh ones.
  *
  * One process owns SESSIONS_PATH and one handle owns an account: the reconciler's lease decides
  * which instance runs an account, and this store refuses a second open in the same process.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -37,14 +45,17 @@ import {
   type AtomicFile,
 } from '../util/fs-atomic.ts';
 import { KeyedMutex, Mutex } from '../util/mutex.ts';
-import { AuthStateClosedError, AuthStateInUseError, AuthStateNotFoundError, CorruptAuthStateError } from './auth-errors.ts';
+import { AuthStateClosedError, AuthStateInUseError, AuthStateNotFoundError, CorruptAuthStateError, InvalidAuthSnapshotError } from './auth-errors.ts';
 import {
+  BACKUP_GENERATION_FILE,
   CREDS_FILE,
   KEYS_DIR,
   KEY_TYPE_RE,
+  decodeBackupGeneration,
   decodeCreds,
   decodeKeyValue,
   decodeShard,
+  encodeBackupGeneration,
   encodeCreds,
   encodeKeyValue,
   encodeShard,
@@ -95,6 +106,30 @@ interface StoredState {
   credsText: string | null;
   /** type → shard index → id → value text */
   keys: Map<string, Shards>;
+  /** Shard files that failed to decode (only when read with `tolerateCorruptShards`). */
+  corruptShards: CorruptShard[];
+}
+
+interface CorruptShard {
+  /** Relative to the account directory. */
+  file: string;
+  type: string;
+  shard: number;
+  reason: string;
+}
+
+export interface OpenOptions {
+  /**
+   * Open despite key shards that fail to decode, removing them (their entries are lost: for a
+   * session shard, some contacts' Signal sessions, which WhatsApp re-establishes). For when there
+   * is no backup to `repair` from. A corrupt creds.json still throws CorruptAuthStateError.
+   */
+  dropCorruptShards?: boolean;
+}
+
+export interface RestoreOptions {
+  /** The backup generation the snapshot came from; recorded atomically with the restored state. */
+  generation?: number;
 }
 
 export class AuthStore {
@@ -127,9 +162,10 @@ export class AuthStore {
 
   /**
    * Loads an account's state (fresh creds if it has none) and returns the handle Baileys uses.
-   * Throws CorruptAuthStateError if a stored file is unreadable: restore from backup, then reopen.
+   * Throws CorruptAuthStateError if a stored file is unreadable: `repair` from a backup, then
+   * reopen (or reopen with `dropCorruptShards` when there is no backup).
    */
-  async open(accountId: string): Promise<AccountAuthState> {
+  async open(accountId: string, { dropCorruptShards = false }: OpenOptions = {}): Promise<AccountAuthState> {
     const dir = this.accountDir(accountId);
     return this.#locks.runExclusive(accountId, async () => {
       if (this.#open.has(accountId)) throw new AuthStateInUseError(accountId, 'open');
@@ -137,12 +173,19 @@ export class AuthStore {
       await mkdirDurable(dir);
       await chmod(dir, PRIVATE_DIR_MODE);
       await this.#sweepAccountDir(dir);
-      const stored = await readStoredState(accountId, dir, (file) =>
-        this.#options.logger?.warn({ accountId, file }, 'ignoring unexpected file in auth state directory'),
-      );
-      let creds: AuthenticationCreds;
-      const isNew = stored.credsText === null;
-      if (stored.credsText === null) {
+      const stored = await readStoredState(accountId, dir, {
+        onIgnored: (file) => this.#options.logger?.warn({ accountId, file }, 'ignoring unexpected file in auth state directory'),
+        tolerateCorruptShards: dropCorruptShards,
+      });
+      // Creds first: a corrupt creds.json must fail the open before any shard is dropped.
+      const storedCreds = stored.credsText === null ? null : decodeCredsOrThrow(accountId, stored.credsText);
+      for (const { file, reason } of stored.corruptShards) {
+        this.#options.logger?.warn({ accountId, file, reason }, 'dropping a corrupt key shard');
+        await removeFileDurable(path.join(dir, file));
+        this.#options.onWrite?.({ accountId, file, op: 'remove', bytes: 0 });
+      }
+      const isNew = storedCreds === null;
+      if (storedCreds === null) {
         if (stored.keys.size > 0) {
           // Keys without creds are left over from a link that never saved its creds: they belong
           // to an identity that no longer exists and would only confuse the new one.
@@ -150,16 +193,17 @@ export class AuthStore {
           await removeDirAtomic(path.join(dir, KEYS_DIR));
           stored.keys.clear();
         }
-        creds = initAuthCreds();
-      } else {
-        creds = decodeCredsOrThrow(accountId, stored.credsText);
+        // Fresh creds are based on no backup; a marker left here would claim otherwise.
+        await removeFileDurable(path.join(dir, BACKUP_GENERATION_FILE));
       }
+      const creds: AuthenticationCreds = storedCreds ?? initAuthCreds();
       const handle = new AccountAuthState({
         accountId,
         dir,
         creds,
         isNew,
         keys: stored.keys,
+        droppedShards: stored.corruptShards.map((c) => c.file),
         coalesceMs: this.#options.coalesceMs ?? 0,
         onWrite: this.#options.onWrite,
         onClosed: () => {
@@ -216,7 +260,7 @@ export class AuthStore {
     return this.#locks.runExclusive(accountId, async () => {
       await this.#recover(accountId);
       const read = async (): Promise<Buffer> => {
-        const stored = await readStoredState(accountId, dir, () => undefined);
+        const stored = await readStoredState(accountId, dir, { onIgnored: () => undefined });
         if (stored.credsText === null) throw new AuthStateNotFoundError(accountId);
         decodeCredsOrThrow(accountId, stored.credsText);
         const keys = new Map<string, Map<string, string>>();
@@ -238,9 +282,11 @@ export class AuthStore {
    *   2. rename it to `.ready-<id>` — the commit point;
    *   3. move the live directory to trash, rename `.ready-<id>` to `<id>`, delete the trash.
    * A crash before 2 leaves the old state (the staging directory is swept); after 2, recovery
-   * finishes step 3. Either way the account is wholly old or wholly new.
+   * finishes step 3. Either way the account is wholly old or wholly new, and so is its backup
+   * generation marker: `generation` is written into the staging directory (without it, the
+   * restored state's generation is unknown and `backupGeneration` returns null).
    */
-  async restore(accountId: string, blob: Uint8Array): Promise<void> {
+  async restore(accountId: string, blob: Uint8Array, { generation }: RestoreOptions = {}): Promise<void> {
     const dir = this.accountDir(accountId);
     const content = await decodeSnapshot(blob, accountId);
     await this.#locks.runExclusive(accountId, async () => {
@@ -250,6 +296,7 @@ export class AuthStore {
       try {
         await mkdir(staging, { mode: PRIVATE_DIR_MODE });
         const files: AtomicFile[] = [{ file: path.join(staging, CREDS_FILE), data: content.credsText }];
+        if (generation !== undefined) files.push({ file: path.join(staging, BACKUP_GENERATION_FILE), data: encodeBackupGeneration(generation) });
         for (const [type, entries] of content.keys) {
           const shards = shardEntries(type, entries);
           if (shards.size === 0) continue;
@@ -270,6 +317,97 @@ export class AuthStore {
       await rename(staging, path.join(this.root, `${READY_PREFIX}${accountId}`));
       await fsyncDir(this.root);
       await this.#recover(accountId);
+    });
+  }
+
+  /**
+   * The session backup generation the account's state is based on: the one it was restored from
+   * or last backed up as. Null when unknown (never backed up, state from before this marker, or
+   * fresh creds). Allowed while the account is open.
+   */
+  async backupGeneration(accountId: string): Promise<number | null> {
+    const dir = this.accountDir(accountId);
+    return this.#locks.runExclusive(accountId, async () => {
+      await this.#recover(accountId);
+      const bytes = await readFileIfExists(path.join(dir, BACKUP_GENERATION_FILE));
+      if (bytes === null) return null;
+      try {
+        return decodeBackupGeneration(bytes.toString('utf8'));
+      } catch (error) {
+        // Written atomically, so only outside damage gets here; "unknown" is what it then is.
+        this.#options.logger?.warn({ accountId, reason: (error as Error).message }, 'ignoring an unreadable backup generation marker');
+        return null;
+      }
+    });
+  }
+
+  /** Records that the account's state is based on backup `generation` (after a backup was saved). */
+  async setBackupGeneration(accountId: string, generation: number): Promise<void> {
+    const dir = this.accountDir(accountId);
+    const data = encodeBackupGeneration(generation);
+    await this.#locks.runExclusive(accountId, async () => {
+      await this.#recover(accountId);
+      // Not for an account without state: the marker would outlive nothing it describes.
+      if (!(await hasCreds(dir))) throw new AuthStateNotFoundError(accountId);
+      await writeFilesAtomic([{ file: path.join(dir, BACKUP_GENERATION_FILE), data }]);
+      this.#options.onWrite?.({ accountId, file: BACKUP_GENERATION_FILE, op: 'write', bytes: Buffer.byteLength(data) });
+    });
+  }
+
+  /**
+   * Replaces exactly the files that fail to decode (creds.json and/or key shards) with what the
+   * snapshot holds for them, each atomically; every good file stays as it is, so newer local
+   * state (sessions established since the backup) survives. A corrupt shard for which the
+   * snapshot has no entries is removed. Returns the replaced files, relative to the account
+   * directory. The account must be closed.
+   *
+   * When creds.json is readable, the snapshot must be of the same identity (signed identity key):
+   * another identity's keys would be garbage to this one. With creds.json itself corrupt there is
+   * nothing local to compare against, and the snapshot's creds are taken.
+   */
+  async repair(accountId: string, blob: Uint8Array): Promise<{ replaced: string[] }> {
+    const dir = this.accountDir(accountId);
+    const content = await decodeSnapshot(blob, accountId);
+    return this.#locks.runExclusive(accountId, async () => {
+      if (this.#open.has(accountId)) throw new AuthStateInUseError(accountId, 'repair');
+      await this.#recover(accountId);
+      if (!(await pathExists(dir))) return { replaced: [] };
+      await this.#sweepAccountDir(dir);
+      const stored = await readStoredState(accountId, dir, { onIgnored: () => undefined, tolerateCorruptShards: true });
+      let credsCorrupt = false;
+      if (stored.credsText !== null) {
+        let local: AuthenticationCreds | null = null;
+        try {
+          local = decodeCreds(stored.credsText);
+        } catch {
+          credsCorrupt = true;
+        }
+        const identity = (creds: AuthenticationCreds): Buffer => Buffer.from(creds.signedIdentityKey.public);
+        if (local && stored.corruptShards.length > 0 && !identity(local).equals(identity(decodeCreds(content.credsText)))) {
+          throw new InvalidAuthSnapshotError(accountId, 'it holds another identity than the local credentials');
+        }
+      }
+      const replaced: string[] = [];
+      for (const { file, type, shard } of stored.corruptShards) {
+        const entries = shard < shardCount(type) ? shardEntries(type, content.keys.get(type) ?? new Map()).get(shard) : undefined;
+        if (entries && entries.size > 0) {
+          const data = encodeShard(type, shard, shardCount(type), entries);
+          await writeFilesAtomic([{ file: path.join(dir, file), data }]);
+          this.#options.onWrite?.({ accountId, file, op: 'write', bytes: Buffer.byteLength(data) });
+        } else {
+          await removeFileDurable(path.join(dir, file));
+          this.#options.onWrite?.({ accountId, file, op: 'remove', bytes: 0 });
+        }
+        replaced.push(file);
+      }
+      // Creds last, as saveCreds orders them: never creds referencing keys not yet in place.
+      if (credsCorrupt) {
+        await writeFilesAtomic([{ file: path.join(dir, CREDS_FILE), data: content.credsText }]);
+        this.#options.onWrite?.({ accountId, file: CREDS_FILE, op: 'write', bytes: Buffer.byteLength(content.credsText) });
+        replaced.push(CREDS_FILE);
+      }
+      if (replaced.length > 0) this.#options.logger?.warn({ accountId, replaced }, 'repaired corrupt auth state files from the backup');
+      return { replaced };
     });
   }
 
@@ -322,9 +460,26 @@ interface HandleInit {
   creds: AuthenticationCreds;
   isNew: boolean;
   keys: Map<string, Shards>;
+  droppedShards: string[];
   coalesceMs: number;
   onWrite: ((event: AuthWriteEvent) => void) | undefined;
   onClosed: () => void;
+}
+
+/** Key changes held back by `AccountAuthState.deferWrites`, until `commit`. */
+interface Deferral {
+  readonly handle: AccountAuthState;
+  readonly keys: Set<string>;
+  open: boolean;
+}
+
+/** The deferral a key change belongs to: whichever `deferWrites` call it was made under. */
+const deferrals = new AsyncLocalStorage<Deferral>();
+
+export interface DeferredWrites<T> {
+  result: Promise<T>;
+  /** Lets the held changes be written (with the next write). Idempotent. */
+  commit(): void;
 }
 
 /**
@@ -337,10 +492,14 @@ export class AccountAuthState {
   readonly dir: string;
   /** True if no creds were stored: these are fresh, unlinked creds. */
   readonly isNew: boolean;
+  /** Corrupt key shards `open` removed (with `dropCorruptShards`), relative to `dir`. */
+  readonly droppedShards: readonly string[];
   readonly state: AuthenticationState;
 
   readonly #keys: Map<string, Shards>;
   readonly #dirty = new Set<string>();
+  /** Deferrals not committed yet (see `deferWrites`). */
+  readonly #deferrals = new Set<Deferral>();
   readonly #io = new Mutex();
   readonly #typeDirs = new Set<string>();
   readonly #coalesceMs: number;
@@ -354,6 +513,7 @@ export class AccountAuthState {
     this.accountId = init.accountId;
     this.dir = init.dir;
     this.isNew = init.isNew;
+    this.droppedShards = Object.freeze([...init.droppedShards]);
     this.#keys = init.keys;
     this.#coalesceMs = init.coalesceMs;
     this.#onWrite = init.onWrite;
@@ -391,6 +551,11 @@ export class AccountAuthState {
     if (this.#closed) return;
     this.#closed = true;
     try {
+      for (const d of this.#deferrals) {
+        d.open = false;
+        if (flush) for (const key of d.keys) this.#dirty.add(key);
+      }
+      this.#deferrals.clear();
       if (!flush) {
         this.#dirty.clear();
         this.#credsDirty = false;
@@ -409,6 +574,36 @@ export class AccountAuthState {
       for (const entries of shards.values()) count += entries.size;
     }
     return count;
+  }
+
+  /**
+   * Runs `work` with the key changes it makes kept in memory only (its `keys.set` calls resolve
+   * at once) until `commit()`. For a decryption: the Signal state that decrypted a message must
+   * not reach the disk before the plaintext is journaled, or a kill -9 in between leaves a
+   * message that was never stored and can never be decrypted again (WhatsApp's redelivery fails
+   * with "Key used already" and Baileys nacks it without a retry). Held changes are lost only
+   * when the process dies first, which is the point: the message was not receipted either, and its
+   * redelivery decrypts with the state on disk. `close` writes them: Baileys may still journal and
+   * receipt that message on its way down, and a receipted message whose ratchet step is lost
+   * leaves the next messages of that chat undecryptable (seen in the soak after fences, with
+   * "Bad MAC" on every session). A change that shares a shard file with a later ordinary write is
+   * written with it.
+   */
+  deferWrites<T>(work: () => Promise<T>): DeferredWrites<T> {
+    const d: Deferral = { handle: this, keys: new Set(), open: true };
+    this.#deferrals.add(d);
+    return {
+      result: deferrals.run(d, work),
+      commit: () => {
+        if (!d.open) return;
+        d.open = false;
+        this.#deferrals.delete(d);
+        if (d.keys.size === 0 || this.#closed) return;
+        for (const key of d.keys) this.#dirty.add(key);
+        // A failed write leaves these dirty for the next one; nobody waits on this one.
+        this.#schedule().catch(() => undefined);
+      },
+    };
   }
 
   /** Runs `fn` with nothing pending and no write in flight (for snapshots). @internal */
@@ -433,6 +628,8 @@ export class AccountAuthState {
 
   #set(data: SignalDataSet): Promise<void> {
     if (this.#closed) return Promise.reject(new AuthStateClosedError(this.accountId));
+    const held = deferrals.getStore();
+    const dirty = held?.handle === this && held.open ? held.keys : this.#dirty;
     for (const [type, values] of Object.entries(data)) {
       if (!values) continue;
       if (!KEY_TYPE_RE.test(type)) return Promise.reject(new TypeError(`invalid signal key type ${JSON.stringify(type)}`));
@@ -457,10 +654,10 @@ export class AccountAuthState {
           }
           entries.set(id, encodeKeyValue(value));
         }
-        this.#dirty.add(dirtyKey(type, shard));
+        dirty.add(dirtyKey(type, shard));
       }
     }
-    return this.#schedule();
+    return dirty === this.#dirty ? this.#schedule() : Promise.resolve();
   }
 
   #clear(): Promise<void> {
@@ -563,8 +760,17 @@ function shardEntries(type: string, entries: ReadonlyMap<string, string>): Shard
   return shards;
 }
 
-/** Reads and validates everything stored for an account. Temp files are skipped, not removed. */
-async function readStoredState(accountId: string, dir: string, onIgnored: (file: string) => void): Promise<StoredState> {
+/**
+ * Reads and validates everything stored for an account. Temp files are skipped, not removed. A
+ * shard that fails to decode throws CorruptAuthStateError, or with `tolerateCorruptShards` is left
+ * out of `keys` and listed in `corruptShards`. creds.json is returned as text, not validated.
+ */
+async function readStoredState(
+  accountId: string,
+  dir: string,
+  { onIgnored, tolerateCorruptShards = false }: { onIgnored: (file: string) => void; tolerateCorruptShards?: boolean },
+): Promise<StoredState> {
+  const corruptShards: CorruptShard[] = [];
   const credsBytes = await readFileIfExists(path.join(dir, CREDS_FILE));
   const keys = new Map<string, Shards>();
   const keysDir = path.join(dir, KEYS_DIR);
@@ -583,18 +789,27 @@ async function readStoredState(accountId: string, dir: string, onIgnored: (file:
         continue;
       }
       const fileRel = path.join(rel, name);
-      if (shard >= count) throw new CorruptAuthStateError(accountId, fileRel, `shard ${shard} is outside this layout's ${count} shards`);
-      const text = await readFile(path.join(keysDir, type, name), 'utf8');
-      try {
-        const entries = decodeShard(text, { type, shard, shards: count });
-        if (entries.size > 0) shards.set(shard, entries);
-      } catch (error) {
-        throw new CorruptAuthStateError(accountId, fileRel, (error as Error).message, { cause: error });
+      const corrupt = (reason: string, cause?: unknown): void => {
+        if (!tolerateCorruptShards) throw new CorruptAuthStateError(accountId, fileRel, reason, { cause });
+        corruptShards.push({ file: fileRel, type, shard, reason });
+      };
+      if (shard >= count) {
+        corrupt(`shard ${shard} is outside this layout's ${count} shards`);
+        continue;
       }
+      const text = await readFile(path.join(keysDir, type, name), 'utf8');
+      let entries: Map<string, string>;
+      try {
+        entries = decodeShard(text, { type, shard, shards: count });
+      } catch (error) {
+        corrupt((error as Error).message, error);
+        continue;
+      }
+      if (entries.size > 0) shards.set(shard, entries);
     }
     if (shards.size > 0) keys.set(type, shards);
   }
-  return { credsText: credsBytes === null ? null : credsBytes.toString('utf8'), keys };
+  return { credsText: credsBytes === null ? null : credsBytes.toString('utf8'), keys, corruptShards };
 }
 
 function decodeCredsOrThrow(accountId: string, text: string): AuthenticationCreds {

@@ -40,7 +40,7 @@ export class KeyedRetryQueue {
       } catch (err) {
         if (giveUp?.(err)) return false;
         const delay = backoffDelay(attempt, { baseMs: 500, maxMs: 30_000, jitter: 'full' });
-        this.o.log.warn({ ...context, err: String(err), retryInMs: delay }, this.o.failureMessage);
+        this.o.log.warn({ ...context, err, retryInMs: delay }, this.o.failureMessage);
         await sleep(delay, this.stopping.signal).catch(() => undefined);
       }
     }

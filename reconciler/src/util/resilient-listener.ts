@@ -43,7 +43,7 @@ export class ResilientListener {
         this.unsubscribe = null;
         this.o.onError?.();
         const delay = backoffDelay(this.errors++, { baseMs: 1_000, maxMs: 60_000, jitter: 'full' });
-        this.o.log.warn({ err: String(err), retryInMs: delay }, `${this.o.name} listener failed; re-subscribing`);
+        this.o.log.warn({ err, retryInMs: delay }, `${this.o.name} listener failed; re-subscribing`);
         this.retryTimer = setTimeout(() => this.subscribe(), delay);
         this.retryTimer.unref();
       },

@@ -4,10 +4,10 @@
  * callback and can stall silently: an error re-subscribes with backoff, and a periodic full re-read
  * both catches anything missed and restarts a listener that fell behind.
  */
-import { AccountDocSchema, AccountIdSchema, Collections, formatZodError } from '@wafleet/contract';
+import { AccountDocSchema, AccountIdSchema, Collections, DesiredStateSchema, formatZodError } from '@wafleet/contract';
 import type { DocumentSnapshot, Firestore, QuerySnapshot, Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
-import type { AccountSpec } from '../session/account-supervisor.ts';
+import type { AccountSpec, StopIntent } from '../session/account-supervisor.ts';
 import { withTimeout } from '../util/deadline.ts';
 import { ResilientListener } from '../util/resilient-listener.ts';
 
@@ -24,6 +24,11 @@ export interface AccountsWatcherOptions {
 
 export class AccountsWatcher {
   private readonly specs = new Map<string, AccountSpec & { version: string }>();
+  /**
+   * Deletions the listener reported, with its snapshot's read time: a re-read that was answered
+   * from before the deletion must not bring the account back.
+   */
+  private readonly removedAt = new Map<string, Timestamp>();
   private readonly listener: ResilientListener;
   private resyncTimer: NodeJS.Timeout | null = null;
   private synced = false;
@@ -71,15 +76,23 @@ export class AccountsWatcher {
     this.lastEventAt = Date.now();
     this.synced = true;
     for (const change of snap.docChanges()) {
-      if (change.type === 'removed') this.remove(change.doc.id);
-      else this.apply(change.doc);
+      if (change.type === 'removed') {
+        this.removedAt.set(change.doc.id, snap.readTime);
+        this.remove(change.doc.id);
+      } else {
+        this.removedAt.delete(change.doc.id);
+        this.apply(change.doc);
+      }
     }
   }
 
+  /** Takes `doc` unless what we hold is newer: the listener and a re-read answer in any order. */
   private apply(doc: DocumentSnapshot): void {
-    const version = doc.updateTime?.toMillis().toString() ?? '';
+    const updateTime = (doc.updateTime ?? null) as Timestamp | null;
+    const version = updateTime ? versionOf(updateTime) : '';
     const prev = this.specs.get(doc.id);
     if (prev && prev.version === version) return;
+    if (prev?.updateTime && updateTime && isBefore(updateTime, prev.updateTime)) return;
     this.specs.set(doc.id, { ...parseAccount(doc), version });
     this.opts.onChange(doc.id);
   }
@@ -92,19 +105,25 @@ export class AccountsWatcher {
   async resync(): Promise<void> {
     const snap = await withTimeout(this.opts.db.collection(Collections.accounts).get(), this.opts.readTimeoutMs ?? 15_000, 'accounts re-read');
     const seen = new Set<string>();
+    const readTime = snap.readTime;
     let missed = 0;
     for (const doc of snap.docs) {
       seen.add(doc.id);
+      const gone = this.removedAt.get(doc.id);
+      // Deleted after this read was answered: the listener's word is the newer one.
+      if (gone && isBefore(readTime, gone)) continue;
       const before = this.specs.get(doc.id)?.version;
       this.apply(doc);
       if (this.synced && before !== this.specs.get(doc.id)?.version) missed++;
     }
-    for (const id of [...this.specs.keys()]) {
-      if (!seen.has(id)) {
-        if (this.synced) missed++;
-        this.remove(id);
-      }
+    for (const [id, spec] of [...this.specs]) {
+      if (seen.has(id)) continue;
+      // Created (or changed) after this read was answered: not missing, just newer than the read.
+      if (spec.updateTime && isBefore(readTime, spec.updateTime)) continue;
+      if (this.synced) missed++;
+      this.remove(id);
     }
+    for (const [id, at] of [...this.removedAt]) if (!isBefore(readTime, at)) this.removedAt.delete(id);
     if (missed > 0 && this.synced) {
       this.opts.log.warn({ missed }, 'accounts listener missed changes; restarting it');
       this.listener.subscribe();
@@ -115,7 +134,7 @@ export class AccountsWatcher {
     if (this.stopped) return;
     this.resyncTimer = setTimeout(() => {
       this.resync()
-        .catch((err: unknown) => this.opts.log.warn({ err: String(err) }, 'accounts re-read failed'))
+        .catch((err: unknown) => this.opts.log.warn({ err }, 'accounts re-read failed'))
         .finally(() => this.scheduleResync());
     }, this.opts.resyncEveryMs ?? 5 * 60_000);
     this.resyncTimer.unref();
@@ -128,6 +147,14 @@ export class AccountsWatcher {
   }
 }
 
+function versionOf(t: Timestamp): string {
+  return `${t.seconds}.${String(t.nanoseconds).padStart(9, '0')}`;
+}
+
+function isBefore(a: Timestamp, b: Timestamp): boolean {
+  return a.seconds < b.seconds || (a.seconds === b.seconds && a.nanoseconds < b.nanoseconds);
+}
+
 export function parseAccount(doc: DocumentSnapshot): AccountSpec {
   const updateTime = (doc.updateTime ?? null) as Timestamp | null;
   if (!doc.exists) return { exists: false, doc: null, error: null, updateTime };
@@ -137,9 +164,17 @@ export function parseAccount(doc: DocumentSnapshot): AccountSpec {
     return { exists: true, doc: null, error: `the document id "${id.slice(0, 60)}" ${idCheck.error.issues[0]!.message}`, updateTime };
   }
   const data = doc.data()!;
+  const intent = stopIntent(data);
   const size = JSON.stringify(data).length;
-  if (size > MAX_DOC_BYTES) return { exists: true, doc: null, error: `the document is too large (${size} bytes; the limit is ${MAX_DOC_BYTES})`, updateTime };
+  if (size > MAX_DOC_BYTES) return { exists: true, doc: null, error: `the document is too large (${size} bytes; the limit is ${MAX_DOC_BYTES})`, updateTime, intent };
   const parsed = AccountDocSchema.safeParse(data);
-  if (!parsed.success) return { exists: true, doc: null, error: formatZodError(parsed.error), updateTime };
+  if (!parsed.success) return { exists: true, doc: null, error: formatZodError(parsed.error), updateTime, intent };
   return { exists: true, doc: parsed.data, error: null, updateTime };
+}
+
+/** Read from the raw fields alone, so that no other field can block a delete or a logout. */
+function stopIntent(data: Record<string, unknown>): StopIntent {
+  const desired = DesiredStateSchema.safeParse(data.desiredState);
+  const del = data.deleteRequestedAt;
+  return { deleteRequested: del !== null && del !== undefined && del !== false, desiredState: desired.success ? desired.data : null };
 }

@@ -32,7 +32,25 @@ export interface Harness {
   createAccount(id: string, fields?: Record<string, unknown>): Promise<void>;
   status(id: string): Promise<Record<string, unknown> | undefined>;
   waitForPhase(id: string, phase: string | ((s: Record<string, unknown>) => boolean), timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** The reconciler's last log lines that name `accountId` (all lines if undefined), for failure messages. */
+  recentLog(accountId?: string, lines?: number): string;
   close(): Promise<void>;
+}
+
+/** Keeps the last lines a logger wrote, to explain a timed-out wait. */
+class LogRecorder {
+  private readonly lines: string[] = [];
+  constructor(private readonly echo: boolean) {}
+  write(line: string): void {
+    this.lines.push(line.trimEnd());
+    if (this.lines.length > 2000) this.lines.splice(0, 500);
+    if (this.echo) process.stdout.write(line);
+  }
+  recent(accountId: string | undefined, n = 40): string {
+    const needle = accountId === undefined ? null : `"accountId":"${accountId}"`;
+    const picked = needle ? this.lines.filter((l) => l.includes(needle)) : this.lines;
+    return picked.slice(-n).join('\n');
+  }
 }
 
 /**
@@ -47,7 +65,10 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
   const restoreTrust = trustSimulatorRoot(sim.rootPublicKey);
   const dirs: string[] = [];
   const apps: ReconcilerApp[] = [];
-  const log = createLogger({ level: (process.env.WAFLEET_TEST_LOG ?? 'silent') as LevelWithSilent });
+  // A flight recorder: the reconciler's lines are kept (not printed) so that a wait that times out
+  // can say what the reconciler was doing; WAFLEET_TEST_LOG=debug prints them as well.
+  const recorder = new LogRecorder(process.env.WAFLEET_TEST_LOG !== undefined && process.env.WAFLEET_TEST_LOG !== 'silent');
+  const log = createLogger({ level: (process.env.WAFLEET_TEST_LOG ?? 'info') as LevelWithSilent, destination: recorder });
   // As in production: libsignal's console lines (session keys) go through the scrubbing logger,
   // here the simulator's contacts' as well as the reconciler's.
   const restoreConsole = routeConsoleToLogger(log);
@@ -56,6 +77,7 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
     sim,
     db,
     projectId,
+    recentLog: (accountId, lines) => recorder.recent(accountId, lines),
     async newSessionsDir() {
       const dir = await mkdtemp(path.join(tmpdir(), 'wafleet-e2e-'));
       dirs.push(dir);
@@ -106,7 +128,7 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
           { timeoutMs, intervalMs: 100, label: `${id} ${typeof phase === 'string' ? phase : 'condition'}` },
         );
       } catch (err) {
-        throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last)}`);
+        throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last)}\nreconciler log for ${id}:\n${h.recentLog(id)}`);
       }
     },
     async close() {
@@ -122,7 +144,10 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
 
 /** Reads the QR the reconciler published and has the phone scan it, as a person would. */
 export async function scanPublishedQr(h: Harness, accountId: string, phoneNumber: string, timeoutMs = 45_000): Promise<void> {
-  const qr = await waitFor(async () => (await h.db.doc(`accountQr/${accountId}`).get()).get('qr') as string | undefined, { timeoutMs, intervalMs: 100, label: `QR of ${accountId}` });
+  const qr = await waitFor(async () => (await h.db.doc(`accountQr/${accountId}`).get()).get('qr') as string | undefined, { timeoutMs, intervalMs: 100, label: `QR of ${accountId}` }).catch(async (err: Error) => {
+    const [status, lease] = await Promise.all([h.status(accountId), h.db.doc(`leases/${accountId}`).get().then((d) => d.data())]).catch(() => [undefined, undefined]);
+    throw new Error(`${err.message}; status: ${JSON.stringify(status)}; lease: ${JSON.stringify(lease)}\nreconciler log for ${accountId}:\n${h.recentLog(accountId)}`);
+  });
   const phone = h.sim.phones().find((p) => p.number === phoneNumber) ?? h.sim.createPhone({ number: phoneNumber });
   await phone.scanQr(qr);
 }

@@ -66,7 +66,9 @@ describe('outbox', () => {
     // the machine's order, from queued to read, and include the claim.
     const order = ['queued', 'sending', 'sent', 'delivered', 'read'];
     expect(seen.map((st) => order.indexOf(st))).toEqual([...seen.map((st) => order.indexOf(st))].sort((a, b) => a - b));
-    expect(seen[0]).toBe('queued');
+    // The create itself may be merged with the claim that follows it within milliseconds (seen
+    // on Node 22 under load), but nothing past the claim can come first.
+    expect(['queued', 'sending']).toContain(seen[0]);
     expect(seen).toContain('sending');
     expect(seen.at(-1)).toBe('read');
     expect(read).toMatchObject({ attemptCount: 1, providerMessageId: waMessageId(id), claimedBy: { instanceId: 'rec-a' }, leaseUntil: null });

@@ -56,6 +56,16 @@ async function killWhenSent(atLeast: number): Promise<void> {
   running = spawnVm();
 }
 
+/** For a failure message: what is not final, by status and account, and how each account stands. */
+async function whereItStands(): Promise<string> {
+  const open = (await h.db.collection('outbox').where('status', 'not-in', DONE).get()).docs;
+  const byKey = new Map<string, number>();
+  for (const d of open) byKey.set(`${d.get('accountId')}:${d.get('status')}`, (byKey.get(`${d.get('accountId')}:${d.get('status')}`) ?? 0) + 1);
+  const phases = (await h.db.collection('accountStatus').get()).docs.filter((d) => d.get('phase') !== 'connected').map((d) => `${d.id}=${d.get('phase')}/${d.get('reason')}`);
+  const errors = (running?.output() ?? '').split('\n').filter((l) => /"level":"(warn|error|fatal)"/.test(l) && !l.includes('"component":"baileys"')).slice(-15);
+  return `${open.length} not final: ${JSON.stringify(Object.fromEntries(byKey))}; accounts not connected: ${phases.join(', ') || 'none'}; last warnings:\n${errors.join('\n')}`;
+}
+
 describe('outbox under kill -9', () => {
   it('1,000 messages, two crashes: no duplicate, no silent loss', async () => {
     const texts = new Map<string, string>();
@@ -79,7 +89,9 @@ describe('outbox under kill -9', () => {
     }
     await killWhenSent(250);
     await killWhenSent(600);
-    await waitFor(async () => (await countIn(DONE)) === MESSAGES, { timeoutMs: 240_000, intervalMs: 500, label: 'every message final' });
+    await waitFor(async () => (await countIn(DONE)) === MESSAGES, { timeoutMs: 240_000, intervalMs: 500, label: 'every message final' }).catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${await whereItStands()}`);
+    });
 
     const docs = (await h.db.collection('outbox').where(FieldPath.documentId(), '>=', 'crash-').where(FieldPath.documentId(), '<', 'crash.').get()).docs;
     expect(docs).toHaveLength(MESSAGES);
