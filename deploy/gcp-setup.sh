@@ -3,7 +3,8 @@
 # project owner). Safe to run again: whatever exists is kept.
 #   - enables the APIs the VM uses;
 #   - creates the Artifact Registry repository for the image;
-#   - creates the service account wafleet-reconciler with only the roles it needs (docs/deploy.md);
+#   - creates the service accounts wafleet-reconciler (the VM) and wafleet-functions (Cloud
+#     Functions), each with only the roles it needs (docs/deploy.md, step 4);
 #   - creates the BACKUP_KEY secret (version 1: 32 random bytes, never written to a file or shown).
 # Usage: PROJECT=my-wafleet REGION=europe-west1 deploy/gcp-setup.sh
 set -euo pipefail
@@ -40,6 +41,22 @@ for role in roles/datastore.user roles/logging.logWriter roles/monitoring.metric
   gcloud projects add-iam-policy-binding "$project" --member="serviceAccount:$sa" --role="$role" \
     --condition=None --quiet >/dev/null
 done
+# The Cloud Functions' own account (functions/src/global-options.ts): Firestore data and Firebase
+# Auth administration (caller re-reads, custom claims, token revocation), nothing else.
+fn_sa_name="${FUNCTIONS_SA_NAME:-wafleet-functions}"
+fn_sa="$fn_sa_name@$project.iam.gserviceaccount.com"
+if ! gcloud iam service-accounts describe "$fn_sa" --project="$project" >/dev/null 2>&1; then
+  gcloud iam service-accounts create "$fn_sa_name" --project="$project" \
+    --display-name="wafleet Cloud Functions"
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    gcloud iam service-accounts describe "$fn_sa" --project="$project" >/dev/null 2>&1 && break
+    sleep 3
+  done
+fi
+for role in roles/datastore.user roles/firebaseauth.admin; do
+  gcloud projects add-iam-policy-binding "$project" --member="serviceAccount:$fn_sa" --role="$role" \
+    --condition=None --quiet >/dev/null
+done
 # Pull the image: this repository only.
 gcloud artifacts repositories add-iam-policy-binding "$repo" --project="$project" --location="$region" \
   --member="serviceAccount:$sa" --role=roles/artifactregistry.reader --quiet >/dev/null
@@ -53,5 +70,5 @@ fi
 gcloud secrets add-iam-policy-binding "$secret" --project="$project" \
   --member="serviceAccount:$sa" --role=roles/secretmanager.secretAccessor --quiet >/dev/null
 
-echo "gcp-setup: done. Service account $sa; image repository $region-docker.pkg.dev/$project/$repo; secret $secret"
+echo "gcp-setup: done. Service accounts $sa (VM) and $fn_sa (functions); image repository $region-docker.pkg.dev/$project/$repo; secret $secret"
 gcloud secrets versions list "$secret" --project="$project" --format='table(name,state,createTime)'

@@ -2,6 +2,8 @@
  * The callable admin API (every callable checks the caller's current role in Auth; see
  * docs/data-model.md, "Security model") and the scheduled watchdog ("Is this status live?").
  */
+import './global-options.ts';
+
 export { createAccount, deleteAccount, relinkAccount, requestQr, updateAccount } from './handlers/accounts.ts';
 export { acknowledgeIncident } from './handlers/incidents.ts';
 export { cancelMessage, sendMessage } from './handlers/messages.ts';
