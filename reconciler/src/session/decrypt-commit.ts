@@ -17,6 +17,15 @@
  */
 import type { WASocket } from '@whiskeysockets/baileys';
 import type { AccountAuthState } from '../store/auth-state.ts';
+import { installSignalDecryptRollback, type SignalDecryptRollbackStatus } from './signal-decrypt-rollback.ts';
+
+/**
+ * libsignal's rollback of failed decrypt attempts (signal-decrypt-rollback.ts, issue 16), installed
+ * once when the first session driver loads this module, before any socket decrypts. Without it
+ * (an unverified libsignal) a message on one of two crossed sessions can break the other for
+ * good: `reason` says why, for the session driver to log as a warning.
+ */
+export const signalDecryptRollback: SignalDecryptRollbackStatus = installSignalDecryptRollback();
 
 /** Longest a successful decryption's state waits for its message to reach the journal hook. */
 const FALLBACK_COMMIT_MS = 2_000;
