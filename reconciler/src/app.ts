@@ -166,7 +166,7 @@ export class ReconcilerApp {
     this.incidents = new IncidentWriter(this.db, leases, log, (ok) => this.metrics.firestoreWrite('incidents', ok));
     const status = (this.statusWriter = new StatusWriter(this.db, this.writer));
     const qr = new QrWriter(this.db, this.writer);
-    const backups = new SessionBackupStore(this.db, config.backup.key, leases);
+    const backups = new SessionBackupStore(this.db, config.backup.key, leases, { previousKey: config.backup.previousKey ?? null });
     this.governor = new ConnectGovernor({ concurrency: config.connect.concurrency, intervalMs: config.connect.intervalMs, hooks: connectGovernorMetrics(this.metrics.registry) });
     const queue = (this.queue = new WorkQueue<string>({
       hooks: {

@@ -53,9 +53,22 @@ export interface Config {
     readonly key: Buffer;
     /** env: BACKUP_KEY; file: read from BACKUP_KEY_FILE; development-default: the public key. */
     readonly keySource: 'env' | 'file' | 'development-default';
+    /**
+     * BACKUP_KEY_PREVIOUS(_FILE), during a key rotation: backups under it are still read (and saved
+     * again under `key`); nothing is written with it. Absent outside a rotation. A secret too.
+     */
+    readonly previousKey?: Buffer;
+    /** env: BACKUP_KEY_PREVIOUS; file: read from BACKUP_KEY_PREVIOUS_FILE. Absent with previousKey. */
+    readonly previousKeySource?: 'env' | 'file';
   };
   /** The local WhatsApp simulator, for development; null means real WhatsApp. */
   readonly waSimulator: { readonly socketUrl: string; readonly noiseRootPubKey: Buffer } | null;
+  /**
+   * WA_VERSION_CHECK: "latest" fetches the current WhatsApp Web version once at start (5 s
+   * timeout, falls back to Baileys' bundled one); "off" (default) uses the bundled version. An
+   * override in fleetConfig/whatsapp wins over both.
+   */
+  readonly waVersionCheck: 'off' | 'latest';
   readonly logLevel: LogLevel;
   readonly lease: { readonly ttlMs: number; readonly renewMs: number };
   readonly shutdownTimeoutMs: number;
@@ -116,8 +129,11 @@ export const CONFIG_VARIABLES = [
   'CONNECT_INTERVAL_MS',
   'BACKUP_KEY',
   'BACKUP_KEY_FILE',
+  'BACKUP_KEY_PREVIOUS',
+  'BACKUP_KEY_PREVIOUS_FILE',
   'WA_SOCKET_URL',
   'WA_NOISE_ROOT_PUBKEY',
+  'WA_VERSION_CHECK',
   'LOG_LEVEL',
   'LEASE_TTL_MS',
   'LEASE_RENEW_MS',
@@ -178,6 +194,87 @@ const MAX_KEY_FILE_BYTES = 4096;
 
 const KEY_FORMAT_HINT = 'must be 32 bytes, as base64 (44 characters; `openssl rand -base64 32`) or as 64 hex characters (`openssl rand -hex 32`)';
 
+/** An optional 32-byte key given in the environment (BACKUP_KEY, BACKUP_KEY_PREVIOUS). */
+function keyVar() {
+  return z
+    .string()
+    .transform((v, ctx) => {
+      const key = decodeKey32(v);
+      // The value is a secret: describe it by length only.
+      if (!key) ctx.addIssue({ code: 'custom', message: `${KEY_FORMAT_HINT}; got ${v.length} characters that are neither` });
+      return key ?? z.NEVER;
+    })
+    .optional();
+}
+
+/** A key's two variables: the value itself, or a file holding it. */
+interface KeyVariables {
+  readonly env: 'BACKUP_KEY' | 'BACKUP_KEY_PREVIOUS';
+  readonly file: 'BACKUP_KEY_FILE' | 'BACKUP_KEY_PREVIOUS_FILE';
+  /** The secret version to name in a fix (`gcloud secrets versions access <version>`). */
+  readonly version: string;
+  /** What to do about the public development key in production. */
+  readonly devKeyFix: string;
+}
+
+const CURRENT_KEY_VARIABLES: KeyVariables = {
+  env: 'BACKUP_KEY',
+  file: 'BACKUP_KEY_FILE',
+  version: 'latest',
+  devKeyFix: 'generate one with `openssl rand -base64 32`',
+};
+const PREVIOUS_KEY_VARIABLES: KeyVariables = {
+  env: 'BACKUP_KEY_PREVIOUS',
+  file: 'BACKUP_KEY_PREVIOUS_FILE',
+  version: '<the version before the current one>',
+  devKeyFix: 'no production backup can be under it; unset the variable',
+};
+
+/**
+ * One key from its variable or its file (BACKUP_KEY / BACKUP_KEY_FILE, or the _PREVIOUS pair):
+ * the key and its source; null when neither is set; undefined when it is refused (`issues` says why).
+ */
+async function resolveKey(
+  names: KeyVariables,
+  raw: Partial<Record<Variable, string>>,
+  parsed: Buffer | undefined,
+  nodeEnv: NodeEnv,
+  issues: ConfigIssue[],
+  warnings: string[],
+): Promise<{ key: Buffer; source: 'env' | 'file' } | null | undefined> {
+  const value = raw[names.env];
+  const fileName = raw[names.file];
+  if (value !== undefined && fileName !== undefined) {
+    issues.push({
+      variable: names.file,
+      message: `and ${names.env} are both set; set only one. Prefer ${names.file} (the key stays out of environment listings) and unset ${names.env}`,
+    });
+    return undefined;
+  }
+  if (fileName !== undefined) {
+    const file = path.resolve(fileName);
+    const read = await readKeyFile(file, names);
+    if ('problem' in read) {
+      issues.push({ variable: names.file, message: read.problem });
+      return undefined;
+    }
+    if (read.warning) warnings.push(read.warning);
+    if (nodeEnv === 'production' && read.key.equals(DEV_BACKUP_KEY)) {
+      issues.push({ variable: names.file, message: `${file} holds the public development key, which is refused in production; ${names.devKeyFix}` });
+      return undefined;
+    }
+    return { key: read.key, source: 'file' };
+  }
+  if (value === undefined) return null;
+  // Set but not parsed: the schema already reported it.
+  if (parsed === undefined) return undefined;
+  if (nodeEnv === 'production' && parsed.equals(DEV_BACKUP_KEY)) {
+    issues.push({ variable: names.env, message: `is the public development key, which is refused in production; ${names.devKeyFix}` });
+    return undefined;
+  }
+  return { key: parsed, source: 'env' };
+}
+
 // Values are trimmed and empty strings count as unset before this runs (see loadConfig).
 const EnvSchema = z.object({
   NODE_ENV: z
@@ -210,16 +307,10 @@ const EnvSchema = z.object({
   MAX_ACCOUNTS: intVar(30, 1, 1000, 'accounts'),
   CONNECT_CONCURRENCY: intVar(2, 1, 64, 'logins at once'),
   CONNECT_INTERVAL_MS: intVar(250, 0, 60_000, 'milliseconds'),
-  BACKUP_KEY: z
-    .string()
-    .transform((v, ctx) => {
-      const key = decodeKey32(v);
-      // The value is a secret: describe it by length only.
-      if (!key) ctx.addIssue({ code: 'custom', message: `${KEY_FORMAT_HINT}; got ${v.length} characters that are neither` });
-      return key ?? z.NEVER;
-    })
-    .optional(),
+  BACKUP_KEY: keyVar(),
   BACKUP_KEY_FILE: z.string().optional(),
+  BACKUP_KEY_PREVIOUS: keyVar(),
+  BACKUP_KEY_PREVIOUS_FILE: z.string().optional(),
   WA_SOCKET_URL: z
     .string()
     .refine((v) => {
@@ -242,6 +333,11 @@ const EnvSchema = z.object({
       return bytes;
     })
     .optional(),
+  WA_VERSION_CHECK: z
+    .enum(['off', 'latest'], {
+      error: (issue) => `must be "off" (the default: Baileys' bundled WhatsApp Web version) or "latest" (fetch the current one from web.whatsapp.com at start), got ${JSON.stringify(issue.input)}`,
+    })
+    .default('off'),
   LOG_LEVEL: z
     .enum(LOG_LEVELS, { error: (issue) => `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(issue.input)}` })
     .default('info'),
@@ -300,27 +396,10 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     warnings.push(`FIRESTORE_EMULATOR_HOST=${emulatorHost} is set with NODE_ENV=production: all Firestore traffic goes to the emulator, not to project ${projectId ?? '?'}`);
   }
 
-  let backupKey: Buffer | undefined = e.BACKUP_KEY;
-  let keySource: Config['backup']['keySource'] = 'env';
-  if (raw.BACKUP_KEY !== undefined && raw.BACKUP_KEY_FILE !== undefined) {
-    issues.push({
-      variable: 'BACKUP_KEY_FILE',
-      message: 'and BACKUP_KEY are both set; set only one. Prefer BACKUP_KEY_FILE (the key stays out of environment listings) and unset BACKUP_KEY',
-    });
-  } else if (raw.BACKUP_KEY_FILE !== undefined) {
-    const file = path.resolve(raw.BACKUP_KEY_FILE);
-    const read = await readKeyFile(file);
-    if ('problem' in read) {
-      issues.push({ variable: 'BACKUP_KEY_FILE', message: read.problem });
-    } else {
-      backupKey = read.key;
-      keySource = 'file';
-      if (read.warning) warnings.push(read.warning);
-      if (nodeEnv === 'production' && read.key.equals(DEV_BACKUP_KEY)) {
-        issues.push({ variable: 'BACKUP_KEY_FILE', message: `${file} holds the public development key, which is refused in production; write a new one with \`openssl rand -base64 32\`` });
-      }
-    }
-  } else if (raw.BACKUP_KEY === undefined) {
+  const current = await resolveKey(CURRENT_KEY_VARIABLES, raw, e.BACKUP_KEY, nodeEnv, issues, warnings);
+  let backupKey: Buffer | undefined = current?.key;
+  let keySource: Config['backup']['keySource'] = current?.source ?? 'env';
+  if (current === null) {
     if (devLike) {
       backupKey = DEV_BACKUP_KEY;
       keySource = 'development-default';
@@ -334,8 +413,28 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
         message: `is required when NODE_ENV is ${raw.NODE_ENV ? `"${nodeEnv}"` : 'unset (production)'}: the key that encrypts session backups, ${KEY_FORMAT_HINT}. Keep it in a secret manager; losing it makes existing backups unreadable. Or set BACKUP_KEY_FILE to a file holding it (e.g. fetched from Secret Manager at start), which keeps it out of environment listings`,
       });
     }
-  } else if (backupKey && nodeEnv === 'production' && backupKey.equals(DEV_BACKUP_KEY)) {
-    issues.push({ variable: 'BACKUP_KEY', message: 'is the public development key, which is refused in production; generate one with `openssl rand -base64 32`' });
+  }
+
+  // During a key rotation: the old key, which backups not yet saved again are still read with.
+  const previous = await resolveKey(PREVIOUS_KEY_VARIABLES, raw, e.BACKUP_KEY_PREVIOUS, nodeEnv, issues, warnings);
+  const previousName = raw.BACKUP_KEY_PREVIOUS_FILE !== undefined ? 'BACKUP_KEY_PREVIOUS_FILE' : 'BACKUP_KEY_PREVIOUS';
+  let previousKey: { key: Buffer; source: 'env' | 'file' } | null = null;
+  if ((raw.BACKUP_KEY_PREVIOUS !== undefined || raw.BACKUP_KEY_PREVIOUS_FILE !== undefined) && current === null) {
+    issues.push({
+      variable: previousName,
+      message:
+        'is set but BACKUP_KEY_FILE (or BACKUP_KEY) is not: a rotation needs both keys named. Set BACKUP_KEY_FILE to the new key and keep the old one here; ' +
+        'outside a rotation, unset it',
+    });
+  } else if (previous && backupKey && previous.key.equals(backupKey)) {
+    issues.push({
+      variable: previousName,
+      message:
+        `is the same key as ${current?.source === 'file' ? 'BACKUP_KEY_FILE' : 'BACKUP_KEY'}: set it to the old key (the secret version before the current one), ` +
+        'or unset it once every sessionBackups manifest shows the current keyId (docs/deploy.md, "Rotating BACKUP_KEY")',
+    });
+  } else if (previous) {
+    previousKey = previous;
   }
 
   let waSimulator: Config['waSimulator'] = null;
@@ -395,8 +494,9 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     http: { host: data.HTTP_HOST, port: data.HTTP_PORT },
     maxAccounts: data.MAX_ACCOUNTS,
     connect: { concurrency: data.CONNECT_CONCURRENCY, intervalMs: data.CONNECT_INTERVAL_MS },
-    backup: { key: backupKey, keySource },
+    backup: previousKey ? { key: backupKey, keySource, previousKey: previousKey.key, previousKeySource: previousKey.source } : { key: backupKey, keySource },
     waSimulator,
+    waVersionCheck: data.WA_VERSION_CHECK,
     logLevel: data.LOG_LEVEL,
     lease: { ttlMs: ttl, renewMs: renew },
     shutdownTimeoutMs: data.SHUTDOWN_TIMEOUT_MS,
@@ -427,8 +527,15 @@ export function configSummary(config: Config): Record<string, unknown> {
     http: config.http,
     maxAccounts: config.maxAccounts,
     connect: config.connect,
-    backup: { keySource: config.backup.keySource, keyFingerprint: createHash('sha256').update(config.backup.key).digest('hex').slice(0, 8) },
+    backup: {
+      keySource: config.backup.keySource,
+      keyFingerprint: createHash('sha256').update(config.backup.key).digest('hex').slice(0, 8),
+      ...(config.backup.previousKey
+        ? { previousKeySource: config.backup.previousKeySource, previousKeyFingerprint: createHash('sha256').update(config.backup.previousKey).digest('hex').slice(0, 8) }
+        : {}),
+    },
     waSimulator: config.waSimulator ? { socketUrl: config.waSimulator.socketUrl } : null,
+    waVersionCheck: config.waVersionCheck,
     logLevel: config.logLevel,
     lease: config.lease,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
@@ -535,8 +642,8 @@ async function checkVolume(dir: string, rootPath: string): Promise<string | null
 }
 
 /** Reads a 32-byte key from a file (a trailing newline is fine). Never puts the contents in a message. */
-async function readKeyFile(file: string): Promise<{ key: Buffer; warning: string | null } | { problem: string }> {
-  const fix = `write the key there with mode 0400 owned by uid ${process.getuid?.() ?? '?'} (e.g. \`gcloud secrets versions access latest --secret=wafleet-backup-key > ${file}\`), or point BACKUP_KEY_FILE at the file that holds it`;
+async function readKeyFile(file: string, names: KeyVariables = CURRENT_KEY_VARIABLES): Promise<{ key: Buffer; warning: string | null } | { problem: string }> {
+  const fix = `write the key there with mode 0400 owned by uid ${process.getuid?.() ?? '?'} (e.g. \`gcloud secrets versions access ${names.version} --secret=wafleet-backup-key > ${file}\`), or point ${names.file} at the file that holds it`;
   let info;
   try {
     info = await stat(file);
@@ -559,7 +666,7 @@ async function readKeyFile(file: string): Promise<{ key: Buffer; warning: string
   if (!key) return { problem: `${file} ${KEY_FORMAT_HINT}; it holds ${text.length} characters that are neither. Fix: ${fix}` };
   const loose = info.mode & 0o077;
   const warning = loose
-    ? `BACKUP_KEY_FILE ${file} is open to users other than its owner (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}); \`chmod 400 ${file}\``
+    ? `${names.file} ${file} is open to users other than its owner (mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}); \`chmod 400 ${file}\``
     : null;
   return { key, warning };
 }

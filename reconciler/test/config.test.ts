@@ -244,6 +244,78 @@ describe('loadConfig', () => {
     expect(problemOf(await configError(prodEnv({ NODE_ENV: 'prod' })), 'NODE_ENV')).toMatch(/production, development, test/);
   });
 
+  it('BACKUP_KEY_PREVIOUS(_FILE): the old key during a rotation, parsed and checked like BACKUP_KEY', async () => {
+    const OLD = Buffer.from('fedcba9876543210fedcba9876543210');
+    // Absent outside a rotation.
+    expect((await loadConfig(prodEnv())).backup.previousKey).toBeUndefined();
+    // Every format BACKUP_KEY takes, and a file like BACKUP_KEY_FILE.
+    for (const form of [OLD.toString('base64'), OLD.toString('base64url'), OLD.toString('hex')]) {
+      const config = await loadConfig(prodEnv({ BACKUP_KEY_PREVIOUS: form }));
+      expect(config.backup.previousKey?.equals(OLD)).toBe(true);
+      expect(config.backup.previousKeySource).toBe('env');
+      expect(config.backup.key.equals(KEY)).toBe(true);
+    }
+    const oldFile = path.join(dir, 'backup-key-previous');
+    await writeFile(oldFile, `${OLD.toString('base64')}\n`, { mode: 0o400 });
+    const currentFile = path.join(dir, 'backup-key');
+    await writeFile(currentFile, `${KEY.toString('base64')}\n`, { mode: 0o400 });
+    const fromFiles = await loadConfig(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: currentFile, BACKUP_KEY_PREVIOUS_FILE: oldFile }));
+    expect(fromFiles.backup).toMatchObject({ keySource: 'file', previousKeySource: 'file' });
+    expect(fromFiles.backup.previousKey?.equals(OLD)).toBe(true);
+    expect(fromFiles.warnings).toEqual([]);
+    // Never echoed: the summary has fingerprints.
+    const summary = JSON.stringify(configSummary(fromFiles));
+    expect(summary).toMatch(/"previousKeyFingerprint":"[0-9a-f]{8}"/);
+    expect(summary).not.toContain(OLD.toString('base64'));
+    expect(summary).not.toContain(OLD.toString('hex'));
+
+    // A bad value, in the variable or in the file, is refused with the format, never echoed.
+    const short = Buffer.alloc(31, 1).toString('base64');
+    const bad = await configError(prodEnv({ BACKUP_KEY_PREVIOUS: short }));
+    expect(problemOf(bad, 'BACKUP_KEY_PREVIOUS')).toMatch(/must be 32 bytes.*openssl rand -base64 32/);
+    expect(bad.message).not.toContain(short);
+    const badFile = path.join(dir, 'bad-previous');
+    await writeFile(badFile, 'not a key at all', { mode: 0o400 });
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS_FILE: badFile })), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(/must be 32 bytes.*holds 16 characters.*Fix:.*BACKUP_KEY_PREVIOUS_FILE/);
+    const missing = path.join(dir, 'nope');
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS_FILE: missing })), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(/does not exist. Fix: .*gcloud secrets versions access/);
+    // A loose mode is warned about under its own name.
+    const loose = path.join(dir, 'loose-previous');
+    await writeFile(loose, OLD.toString('base64'));
+    await chmod(loose, 0o644);
+    expect((await loadConfig(prodEnv({ BACKUP_KEY_PREVIOUS_FILE: loose }))).warnings).toEqual([
+      `BACKUP_KEY_PREVIOUS_FILE ${loose} is open to users other than its owner (mode 0644); \`chmod 400 ${loose}\``,
+    ]);
+
+    // Both forms at once.
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS: OLD.toString('base64'), BACKUP_KEY_PREVIOUS_FILE: oldFile })), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(
+      /and BACKUP_KEY_PREVIOUS are both set; set only one/,
+    );
+    // The same key as the current one: a rotation that rotates nothing, most likely the wrong version fetched.
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS: KEY.toString('hex') })), 'BACKUP_KEY_PREVIOUS')).toMatch(
+      /same key as BACKUP_KEY: set it to the old key.*or unset it/,
+    );
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_FILE: currentFile, BACKUP_KEY_PREVIOUS_FILE: currentFile })), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(
+      /same key as BACKUP_KEY_FILE/,
+    );
+    // The public development key, in production.
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS: DEV_BACKUP_KEY.toString('base64') })), 'BACKUP_KEY_PREVIOUS')).toMatch(/public development key.*unset/);
+    const devFile = path.join(dir, 'dev-previous');
+    await writeFile(devFile, DEV_BACKUP_KEY.toString('hex'), { mode: 0o400 });
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY_PREVIOUS_FILE: devFile })), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(/public development key/);
+    // …but fine in development, where it is what backups were under until BACKUP_KEY was set.
+    const dev = { NODE_ENV: 'development', FIRESTORE_EMULATOR_HOST: '127.0.0.1:8080', SESSIONS_PATH: dir };
+    expect((await loadConfig({ ...dev, BACKUP_KEY: KEY.toString('base64'), BACKUP_KEY_PREVIOUS: DEV_BACKUP_KEY.toString('base64') })).backup.previousKey?.equals(DEV_BACKUP_KEY)).toBe(true);
+    // Without a current key explicitly set: refused, also in development (where the public key would be the current one).
+    expect(problemOf(await configError(prodEnv({ BACKUP_KEY: undefined, BACKUP_KEY_PREVIOUS: OLD.toString('base64') })), 'BACKUP_KEY_PREVIOUS')).toMatch(
+      /is set but BACKUP_KEY_FILE \(or BACKUP_KEY\) is not.*unset it/,
+    );
+    expect(problemOf(await configError({ ...dev, BACKUP_KEY_PREVIOUS_FILE: oldFile }), 'BACKUP_KEY_PREVIOUS_FILE')).toMatch(/is set but BACKUP_KEY_FILE \(or BACKUP_KEY\) is not/);
+    // A bad current key does not hide a problem with the previous one.
+    const both = await configError(prodEnv({ BACKUP_KEY: short, BACKUP_KEY_PREVIOUS: short }));
+    expect(both.issues.map((i) => i.variable)).toEqual(['BACKUP_KEY', 'BACKUP_KEY_PREVIOUS']);
+  });
+
   it('WA_SOCKET_URL + WA_NOISE_ROOT_PUBKEY: both or neither, development only', async () => {
     const dev = { NODE_ENV: 'development', FIRESTORE_EMULATOR_HOST: '127.0.0.1:8080', SESSIONS_PATH: dir };
     const config = await loadConfig({ ...dev, WA_SOCKET_URL: 'ws://127.0.0.1:7070/ws/chat', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY });

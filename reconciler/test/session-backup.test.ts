@@ -13,8 +13,11 @@ import { isolatedProjectId } from '../../test/support/emulators.ts';
 import { TcpProxy } from '../../test/support/tcp-proxy.ts';
 import { Heartbeat } from '../src/lease/heartbeat.ts';
 import { LeaseManager, StaleOwnerError, type Identity } from '../src/lease/lease-manager.ts';
+import { CredentialsUnavailableError, openCredentials } from '../src/session/credentials-loader.ts';
+import { AuthStore } from '../src/store/auth-state.ts';
 import { BackupRefusedError, BackupUnreadableError, SessionBackupStore, keyFingerprint, type SessionBackupStoreOptions } from '../src/store/session-backup.ts';
 import { TimeoutError } from '../src/util/deadline.ts';
+import { tempDir } from './helpers.ts';
 
 const projectId = isolatedProjectId('backup');
 let db: Firestore;
@@ -124,10 +127,10 @@ describe('session backups: save and read', () => {
     const s = store();
     expect(await s.head(id)).toBeNull();
     await s.save(id, Buffer.from('a'), unlinked);
-    expect(await s.head(id)).toEqual({ generation: 1, linked: false, owner: { instanceId: 'backup-test', epoch: 1 }, keyMatches: true });
+    expect(await s.head(id)).toEqual({ generation: 1, linked: false, owner: { instanceId: 'backup-test', epoch: 1 }, keyMatches: true, key: 'current' });
     await s.save(id, Buffer.from('b'), linked);
     expect(await s.head(id)).toMatchObject({ generation: 2, linked: true });
-    expect(await new SessionBackupStore(db, randomBytes(32), leases).head(id)).toMatchObject({ generation: 2, keyMatches: false });
+    expect(await new SessionBackupStore(db, randomBytes(32), leases).head(id)).toMatchObject({ generation: 2, keyMatches: false, key: 'unknown' });
   });
 
   it('read() returns null only when there is no backup; unusable data throws with a kind', async () => {
@@ -183,7 +186,7 @@ describe('session backups: save and read', () => {
     const id = await ownedAccount();
     const s = store();
     await writeOldFormatBackup(id, Buffer.from('old-format state'), 4);
-    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('old-format state'), generation: 4 });
+    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('old-format state'), generation: 4, key: 'current' });
     // Without the field it was linked (today's code only backs up after a link).
     expect(await s.head(id)).toMatchObject({ generation: 4, linked: true, keyMatches: true });
     await expect(s.save(id, Buffer.from('fresh'), unlinked)).rejects.toMatchObject({ reason: 'unlinkedOverLinked' });
@@ -207,7 +210,7 @@ describe('session backups: save and read', () => {
         },
       },
     });
-    expect(await reader.read(id)).toEqual({ plaintext: Buffer.from('two'), generation: 2 });
+    expect(await reader.read(id)).toEqual({ plaintext: Buffer.from('two'), generation: 2, key: 'current' });
     expect(switched).toBe(true);
   });
 });
@@ -220,7 +223,7 @@ describe('session backups: what a save may not overwrite', () => {
     const refused = s.save(id, Buffer.from('fresh pairing creds'), unlinked);
     await expect(refused).rejects.toBeInstanceOf(BackupRefusedError);
     await expect(s.save(id, Buffer.from('fresh pairing creds'), unlinked)).rejects.toMatchObject({ reason: 'unlinkedOverLinked' });
-    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('linked identity'), generation: 1 });
+    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('linked identity'), generation: 1, key: 'current' });
     expect(await chunkIds(id)).toEqual(await manifestChunkIds(id)); // the refused save left nothing behind
     // Linked over linked, linked over unlinked and unlinked over unlinked are fine.
     expect(await s.save(id, Buffer.from('linked again'), linked)).toBe(2);
@@ -240,7 +243,7 @@ describe('session backups: what a save may not overwrite', () => {
       reason: 'newerBackup',
       storedGeneration: 2,
     });
-    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('g2'), generation: 2 });
+    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('g2'), generation: 2, key: 'current' });
     expect(await s.save(id, Buffer.from('g3'), { linked: true, expectedGeneration: 2 })).toBe(3);
     expect(await s.save(id, Buffer.from('g4'), linked)).toBe(4); // null: unknown base, no check
   });
@@ -318,7 +321,7 @@ describe('session backups: delete', () => {
     await s.save(id, Buffer.from('g1'), linked);
     await s.save(id, Buffer.from('g2'), linked);
     expect(await s.delete(id, { ifGeneration: 1 })).toBe(false);
-    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('g2'), generation: 2 });
+    expect(await s.read(id)).toEqual({ plaintext: Buffer.from('g2'), generation: 2, key: 'current' });
     expect(await s.delete(id, { ifGeneration: 2 })).toBe(true);
     expect(await s.read(id)).toBeNull();
   });
@@ -374,4 +377,171 @@ describe('session backups: a Firestore that stops answering', () => {
     proxy.heal();
     expect((await store().read(id))!.plaintext.toString()).toBe('state');
   }, 30_000);
+});
+
+describe('session backups: rotating BACKUP_KEY (read old, write new)', () => {
+  const oldKey = createHash('sha256').update('rotation: old key').digest();
+  const newKey = createHash('sha256').update('rotation: new key').digest();
+  const rotating = (manager = leases) => new SessionBackupStore(db, newKey, manager, { previousKey: oldKey });
+  const keyIdOf = async (id: string) => (await db.doc(`sessionBackups/${id}`).get()).get('keyId') as string;
+
+  it('reads a backup under the previous key, and every save writes under the current key', async () => {
+    const id = await ownedAccount();
+    const before = new SessionBackupStore(db, oldKey, leases);
+    const state = Buffer.from(JSON.stringify({ creds: { advSecretKey: 'x'.repeat(40) } }));
+    expect(await before.save(id, state, linked)).toBe(1);
+    expect(await keyIdOf(id)).toBe(keyFingerprint(oldKey));
+
+    const s = rotating();
+    expect(s.keyId).toBe(keyFingerprint(newKey));
+    expect(s.previousKeyId).toBe(keyFingerprint(oldKey));
+    expect(await s.head(id)).toMatchObject({ generation: 1, linked: true, keyMatches: true, key: 'previous' });
+    const read = await s.read(id);
+    expect(read).toMatchObject({ generation: 1, key: 'previous' });
+    expect(read!.plaintext.equals(state)).toBe(true);
+
+    // The re-save: a new generation under the new key, readable with the new key alone.
+    expect(await s.save(id, read!.plaintext, { linked: true, expectedGeneration: 1 })).toBe(2);
+    expect(await keyIdOf(id)).toBe(keyFingerprint(newKey));
+    expect(await s.head(id)).toMatchObject({ generation: 2, key: 'current' });
+    const after = new SessionBackupStore(db, newKey, leases);
+    expect(await after.read(id)).toMatchObject({ generation: 2, key: 'current' });
+    expect((await after.read(id))!.plaintext.equals(state)).toBe(true);
+    expect(await chunkIds(id)).toEqual(await manifestChunkIds(id));
+    // And the old key alone cannot read it any more.
+    await expect(before.read(id)).rejects.toMatchObject({ name: 'BackupUnreadableError', kind: 'keyMismatch' });
+  });
+
+  it('a backup under neither key stays keyMismatch, naming the fingerprints, not the keys', async () => {
+    const id = await ownedAccount();
+    const other = createHash('sha256').update('rotation: some other key').digest();
+    await new SessionBackupStore(db, other, leases).save(id, Buffer.from('state'), linked);
+    const s = rotating();
+    expect(await s.head(id)).toMatchObject({ generation: 1, keyMatches: false, key: 'unknown' });
+    const error = await s.read(id).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(BackupUnreadableError);
+    expect(error).toMatchObject({ kind: 'keyMismatch' });
+    const message = (error as Error).message;
+    for (const k of [keyFingerprint(other), keyFingerprint(newKey), keyFingerprint(oldKey)]) expect(message).toContain(k);
+    for (const k of [other, newKey, oldKey]) {
+      expect(message).not.toContain(k.toString('hex'));
+      expect(message).not.toContain(k.toString('base64'));
+    }
+  });
+
+  it('pins the 16-byte tag for backups under the previous key too, and tells tampering from a key mismatch', async () => {
+    const id = await ownedAccount();
+    await new SessionBackupStore(db, oldKey, leases).save(id, Buffer.from('state'), linked);
+    const manifest = db.doc(`sessionBackups/${id}`);
+    const tag = Buffer.from((await manifest.get()).get('authTag') as string, 'base64');
+    const s = rotating();
+    for (const length of [4, 12]) {
+      await manifest.update({ authTag: tag.subarray(0, length).toString('base64') });
+      await expect(s.read(id)).rejects.toMatchObject({ name: 'BackupUnreadableError', kind: 'corrupt' });
+    }
+    const flipped = Buffer.from(tag);
+    flipped[0] = flipped[0]! ^ 1;
+    await manifest.update({ authTag: flipped.toString('base64') });
+    await expect(s.read(id)).rejects.toMatchObject({ kind: 'corrupt', message: expect.stringMatching(/authentication failed/) });
+    await manifest.update({ authTag: tag.toString('base64') });
+    expect((await s.read(id))!.plaintext.toString()).toBe('state');
+  });
+
+  it('refuses a previous key that is not 32 bytes or is the current key', () => {
+    expect(() => new SessionBackupStore(db, newKey, leases, { previousKey: Buffer.alloc(31) })).toThrow(/32 bytes/);
+    expect(() => new SessionBackupStore(db, newKey, leases, { previousKey: Buffer.from(newKey) })).toThrow(/must not be the current/);
+  });
+
+  describe('openCredentials saves a backup under the previous key again under the current key', () => {
+    const log = pino({ level: 'silent' });
+
+    /** Linked credentials on disk, backed up under `key` as generation 1 (as the supervisor does). */
+    async function linkedAccount(key: Buffer): Promise<{ id: string; auth: AuthStore; cleanup: () => Promise<void> }> {
+      const id = await ownedAccount();
+      const { dir, cleanup } = await tempDir();
+      const auth = await AuthStore.create({ root: dir });
+      const open = await auth.open(id);
+      open.state.creds.me = { id: '15550001001:3@s.whatsapp.net', lid: '123456789012345:3@lid', name: 'Test' };
+      open.state.creds.registered = true;
+      await open.saveCreds();
+      const generation = await new SessionBackupStore(db, key, leases).save(id, await auth.snapshot(id), { linked: true, expectedGeneration: null });
+      await auth.setBackupGeneration(id, generation);
+      await open.close();
+      return { id, auth, cleanup };
+    }
+
+    it('from the local disk at start, then restores from it with only the new key after the disk is lost', async () => {
+      const { id, auth, cleanup } = await linkedAccount(oldKey);
+      try {
+        const opened = await openCredentials(id, { store: auth, backups: rotating(), log });
+        expect(opened.state.creds.registered).toBe(true);
+        expect(await keyIdOf(id)).toBe(keyFingerprint(newKey));
+        expect((await db.doc(`sessionBackups/${id}`).get()).get('generation')).toBe(2);
+        // The local marker follows, so the next open does not take its own backup for a newer one.
+        expect(await auth.backupGeneration(id)).toBe(2);
+        await opened.close();
+
+        // The old key is dropped, and the disk lost: restored from the re-saved backup.
+        await auth.wipe(id);
+        const restored = await openCredentials(id, { store: auth, backups: new SessionBackupStore(db, newKey, leases), log });
+        expect(restored.state.creds.registered).toBe(true);
+        expect(restored.state.creds.me?.id).toBe('15550001001:3@s.whatsapp.net');
+        expect(await auth.backupGeneration(id)).toBe(2);
+        await restored.close();
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('after restoring a lost disk from a backup under the previous key', async () => {
+      const { id, auth, cleanup } = await linkedAccount(oldKey);
+      try {
+        await auth.wipe(id);
+        const opened = await openCredentials(id, { store: auth, backups: rotating(), log });
+        expect(opened.state.creds.registered).toBe(true);
+        expect(await keyIdOf(id)).toBe(keyFingerprint(newKey));
+        expect(await auth.backupGeneration(id)).toBe(2);
+        await opened.close();
+        // Already under the current key: the next open saves nothing.
+        const again = await openCredentials(id, { store: auth, backups: rotating(), log });
+        expect((await db.doc(`sessionBackups/${id}`).get()).get('generation')).toBe(2);
+        await again.close();
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('only while owning the account: a process without the lease opens the credentials but writes nothing', async () => {
+      const { id, auth, cleanup } = await linkedAccount(oldKey);
+      try {
+        const other = await takeOver(id);
+        expect(other).toBeDefined();
+        const opened = await openCredentials(id, { store: auth, backups: rotating(), log });
+        expect(opened.state.creds.registered).toBe(true);
+        expect(await keyIdOf(id)).toBe(keyFingerprint(oldKey));
+        expect((await db.doc(`sessionBackups/${id}`).get()).get('generation')).toBe(1);
+        expect(await auth.backupGeneration(id)).toBe(1);
+        await opened.close();
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('a lost disk whose backup is under neither key stays BackupUnreadable, and nothing is written', async () => {
+      const { id, auth, cleanup } = await linkedAccount(createHash('sha256').update('rotation: a third key').digest());
+      try {
+        await auth.wipe(id);
+        await expect(openCredentials(id, { store: auth, backups: rotating(), log })).rejects.toSatisfy(
+          (err: unknown) => err instanceof CredentialsUnavailableError && err.reason === 'BackupUnreadable',
+        );
+        expect((await db.doc(`sessionBackups/${id}`).get()).get('generation')).toBe(1);
+        expect(await auth.exists(id)).toBe(false);
+      } finally {
+        await cleanup();
+      }
+    });
+  });
 });

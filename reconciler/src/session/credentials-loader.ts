@@ -14,11 +14,17 @@
  *   Only unreadable creds with no backup leave nothing to save: that is reported, not hidden.
  * - Local state and the backup cannot be checked: the local state is used; only the check for a
  *   newer generation waits for the next open.
+ * - The backup is under BACKUP_KEY_PREVIOUS (a key rotation): it is read like any other, and once
+ *   the credentials are open they are saved again under the current key, at once rather than at
+ *   the next credentials write, so the old key can be dropped soon. The save is fenced by the
+ *   lease like every backup; a failed one is logged and the credentials are used all the same.
  */
 import type { Logger } from 'pino';
+import { StaleOwnerError } from '../lease/lease-manager.ts';
 import { CorruptAuthStateError, InvalidAuthSnapshotError } from '../store/auth-errors.ts';
 import type { AccountAuthState, AuthStore } from '../store/auth-state.ts';
-import { BackupUnreadableError, type BackupHead, type SessionBackupStore } from '../store/session-backup.ts';
+import { BackupRefusedError, BackupUnreadableError, type BackupHead, type SessionBackupStore } from '../store/session-backup.ts';
+import { credsAreLinked } from './session-driver.ts';
 
 /** Why the credentials could not be opened; the account waits (with backoff) instead of linking. */
 export class CredentialsUnavailableError extends Error {
@@ -44,8 +50,23 @@ export interface CredentialsLoaderDeps {
 }
 
 export async function openCredentials(accountId: string, d: CredentialsLoaderDeps): Promise<AccountAuthState> {
+  const seen: Seen = { local: false, head: null };
+  const auth = await openLocalOrBackup(accountId, d, seen);
+  // Not for fresh credentials over an unlinked backup: nothing of this account's to move yet.
+  if (seen.head?.key === 'previous' && (seen.local || seen.head.linked)) await reencrypt(accountId, d, auth);
+  return auth;
+}
+
+/** What the open found: whether there was local state, and the backup's manifest (if it could be read). */
+interface Seen {
+  local: boolean;
+  head: BackupHead | null;
+}
+
+async function openLocalOrBackup(accountId: string, d: CredentialsLoaderDeps, seen: Seen): Promise<AccountAuthState> {
   const { store, log } = d;
   const local = await store.exists(accountId);
+  seen.local = local;
   let head: BackupHead | null;
   let headError: CredentialsUnavailableError | null = null;
   try {
@@ -58,6 +79,7 @@ export async function openCredentials(accountId: string, d: CredentialsLoaderDep
     head = null;
     headError = err as CredentialsUnavailableError;
   }
+  seen.head = head;
   // An unlinked backup holds nothing a fresh start lacks (and maybe an unfinished pairing).
   if (!local && head?.linked) {
     await restore(accountId, d, 'no local credentials');
@@ -69,7 +91,10 @@ export async function openCredentials(accountId: string, d: CredentialsLoaderDep
         log.warn({ accountId, localGeneration: marker, backupGeneration: head.generation }, 'the backup is newer than the local credentials: restoring it');
         await restore(accountId, d, 'newer backup');
       } else {
-        log.error({ accountId, localGeneration: marker, backupGeneration: head.generation }, 'the backup is newer than the local credentials but encrypted with another BACKUP_KEY: using the local ones');
+        log.error(
+          { accountId, localGeneration: marker, backupGeneration: head.generation },
+          'the backup is newer than the local credentials but encrypted with a key that is neither BACKUP_KEY nor BACKUP_KEY_PREVIOUS: using the local ones',
+        );
       }
     }
   }
@@ -128,4 +153,27 @@ async function restore(accountId: string, d: CredentialsLoaderDeps, why: string)
   const backup = await readBackup(accountId, d);
   await d.store.restore(accountId, backup.plaintext, { generation: backup.generation });
   d.log.info({ accountId, why, generation: backup.generation }, 'credentials restored from the encrypted backup');
+}
+
+/**
+ * Saves the open credentials again under the current key, after a read of a backup that was under
+ * BACKUP_KEY_PREVIOUS: the same checks as every backup (the lease, linked over unlinked, no newer
+ * generation replaced), and the marker moves to the new generation. Never throws: the backup
+ * under the previous key stays readable, and the next credentials write (or open) tries again.
+ */
+async function reencrypt(accountId: string, d: CredentialsLoaderDeps, auth: AccountAuthState): Promise<void> {
+  const { store, backups, log } = d;
+  try {
+    const blob = await store.snapshot(accountId);
+    const expectedGeneration = await store.backupGeneration(accountId);
+    const generation = await backups.save(accountId, blob, { linked: credsAreLinked(auth.state.creds), expectedGeneration });
+    if (!auth.closed) await store.setBackupGeneration(accountId, generation);
+    log.info({ accountId, generation, keyId: backups.keyId }, 'the backup was under BACKUP_KEY_PREVIOUS: saved it again under BACKUP_KEY');
+  } catch (err) {
+    if (err instanceof BackupRefusedError || err instanceof StaleOwnerError) {
+      log.info({ accountId, err }, 'the backup under BACKUP_KEY_PREVIOUS was not saved again under BACKUP_KEY');
+      return;
+    }
+    log.warn({ accountId, err }, 'saving the backup again under BACKUP_KEY failed; the next backup of these credentials retries');
+  }
 }

@@ -19,6 +19,10 @@
  *
  * Backups written before chunk prefixes (chunk ids `<generation>-<i>`, no `linked` field) are still
  * read, and count as linked. Every Firestore call has a deadline. No plaintext leaves the process.
+ *
+ * Key rotation ("read old, write new"): a store may hold a previous key (BACKUP_KEY_PREVIOUS) besides
+ * the current one. The manifest's `keyId` (a fingerprint) picks the key a backup is read with; a
+ * save always encrypts with the current key, so each save moves a backup onto it.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -63,18 +67,28 @@ const ManifestSchema = z.object({
 });
 export type BackupManifest = z.infer<typeof ManifestSchema>;
 
+/**
+ * Which of the store's keys a backup is under: `current` (BACKUP_KEY), `previous`
+ * (BACKUP_KEY_PREVIOUS: readable, and due for a save under the current key), or `unknown`
+ * (neither: `read` throws keyMismatch).
+ */
+export type BackupKeyUsed = 'current' | 'previous' | 'unknown';
+
 /** What `head` tells without reading chunks. */
 export interface BackupHead {
   generation: number;
   linked: boolean;
   owner: Owner | null;
-  /** False: the backup was encrypted with another BACKUP_KEY and `read` will throw keyMismatch. */
+  /** False: the backup was encrypted with a key this store does not hold and `read` will throw keyMismatch. */
   keyMatches: boolean;
+  key: BackupKeyUsed;
 }
 
 export interface LoadedBackup {
   plaintext: Buffer;
   generation: number;
+  /** The key it was decrypted with. */
+  key: 'current' | 'previous';
 }
 
 export interface SaveOptions {
@@ -85,7 +99,7 @@ export interface SaveOptions {
 }
 
 /**
- * - keyMismatch: encrypted with another BACKUP_KEY (the deployment's key changed).
+ * - keyMismatch: encrypted with a key that is neither BACKUP_KEY nor BACKUP_KEY_PREVIOUS.
  * - corrupt: chunks missing or not matching the manifest, authentication failed, bad tag.
  * - format: a manifest this code does not understand.
  * None of these goes away by retrying; transient failures throw other errors (TimeoutError, Firestore's).
@@ -123,6 +137,11 @@ export class BackupRefusedError extends Error {
 }
 
 export interface SessionBackupStoreOptions {
+  /**
+   * BACKUP_KEY_PREVIOUS: a key backups are still read with (never written with) while a rotation
+   * moves them onto the current key. 32 bytes, not the current key.
+   */
+  previousKey?: Buffer | null;
   /** Deadline of each Firestore call. Default DEFAULT_BACKUP_TIMEOUT_MS. */
   timeoutMs?: number;
   logger?: { warn(obj: object, msg?: string): void };
@@ -175,7 +194,11 @@ function errorName(error: unknown): string {
 }
 
 export class SessionBackupStore {
-  private readonly keyId: string;
+  /** The fingerprint of the current key: every save writes it as the manifest's `keyId`. */
+  readonly keyId: string;
+  /** The fingerprint of the previous key, or null without one. */
+  readonly previousKeyId: string | null;
+  private readonly previousKey: Buffer | null;
   private readonly timeoutMs: number;
 
   constructor(
@@ -185,8 +208,20 @@ export class SessionBackupStore {
     private readonly options: SessionBackupStoreOptions = {},
   ) {
     if (key.length !== 32) throw new Error('BACKUP_KEY must be 32 bytes');
+    const previous = options.previousKey ?? null;
+    if (previous && previous.length !== 32) throw new Error('BACKUP_KEY_PREVIOUS must be 32 bytes');
+    if (previous?.equals(key)) throw new Error('BACKUP_KEY_PREVIOUS must not be the current BACKUP_KEY');
     this.keyId = keyFingerprint(key);
+    this.previousKey = previous;
+    this.previousKeyId = previous ? keyFingerprint(previous) : null;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_BACKUP_TIMEOUT_MS;
+  }
+
+  /** Which key a manifest's `keyId` names. */
+  private keyUsed(keyId: string): BackupKeyUsed {
+    if (keyId === this.keyId) return 'current';
+    if (this.previousKeyId !== null && keyId === this.previousKeyId) return 'previous';
+    return 'unknown';
   }
 
   private manifestRef(accountId: string): DocumentReference {
@@ -218,7 +253,8 @@ export class SessionBackupStore {
     const snap = await this.deadline(this.manifestRef(accountId).get(), 'head', accountId);
     if (!snap.exists) return null;
     const m = this.parseManifest(accountId, snap);
-    return { generation: m.generation, linked: m.linked !== false, owner: m.owner ?? null, keyMatches: m.keyId === this.keyId };
+    const key = this.keyUsed(m.keyId);
+    return { generation: m.generation, linked: m.linked !== false, owner: m.owner ?? null, keyMatches: key !== 'unknown', key };
   }
 
   /**
@@ -230,7 +266,12 @@ export class SessionBackupStore {
       const snap = await this.deadline(this.manifestRef(accountId).get(), 'manifest read', accountId);
       if (!snap.exists) return null;
       const m = this.parseManifest(accountId, snap);
-      if (m.keyId !== this.keyId) throw new BackupUnreadableError(accountId, 'keyMismatch', 'it was encrypted with another BACKUP_KEY');
+      const key = this.keyUsed(m.keyId);
+      if (key === 'unknown') {
+        // Fingerprints, not keys: they tell the operator which secret version the backup needs.
+        const held = this.previousKeyId ? `BACKUP_KEY's ${this.keyId} nor BACKUP_KEY_PREVIOUS's ${this.previousKeyId}` : `BACKUP_KEY's ${this.keyId}`;
+        throw new BackupUnreadableError(accountId, 'keyMismatch', `it was encrypted with another key (keyId ${m.keyId}, not ${held})`);
+      }
       await this.options.hooks?.beforeChunkRead?.(accountId);
       const prefix = m.chunkPrefix ?? String(m.generation);
       const refs = Array.from({ length: m.chunkCount }, (_, i) => this.chunkRef(accountId, prefix, i));
@@ -243,7 +284,8 @@ export class SessionBackupStore {
         if (switched && attempt < READ_ATTEMPTS) continue;
         throw new BackupUnreadableError(accountId, 'corrupt', ciphertext);
       }
-      return { plaintext: await this.decrypt(accountId, m, ciphertext), generation: m.generation };
+      const plaintext = await this.decrypt(accountId, m, ciphertext, key === 'current' ? this.key : this.previousKey!);
+      return { plaintext, generation: m.generation, key };
     }
   }
 
@@ -361,7 +403,7 @@ export class SessionBackupStore {
     return ciphertext;
   }
 
-  private async decrypt(accountId: string, m: BackupManifest, ciphertext: Buffer): Promise<Buffer> {
+  private async decrypt(accountId: string, m: BackupManifest, ciphertext: Buffer, key: Buffer): Promise<Buffer> {
     const iv = Buffer.from(m.iv, 'base64');
     const tag = Buffer.from(m.authTag, 'base64');
     if (iv.length !== IV_BYTES) throw new BackupUnreadableError(accountId, 'corrupt', `its IV is ${iv.length} bytes, not ${IV_BYTES}`);
@@ -370,7 +412,8 @@ export class SessionBackupStore {
     }
     let compressed: Buffer;
     try {
-      const decipher = createDecipheriv('aes-256-gcm', this.key, iv, { authTagLength: AUTH_TAG_BYTES });
+      // The tag length is pinned whichever key decrypts: Node would otherwise accept a truncated tag.
+      const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: AUTH_TAG_BYTES });
       decipher.setAAD(aad(accountId, m.generation));
       decipher.setAuthTag(tag);
       compressed = Buffer.concat([decipher.update(ciphertext), decipher.final()]);
