@@ -8,7 +8,7 @@ import { Boom } from '@hapi/boom';
 import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { AccountAuthState } from '../store/auth-state.ts';
-import { commitDecryptsAfterJournal } from './decrypt-commit.ts';
+import { commitDecryptsAfterJournal, signalDecryptRollback } from './decrypt-commit.ts';
 
 export interface SessionTimeouts {
   /** Baileys' own: no ServerHello within this → 408. */
@@ -129,6 +129,7 @@ export class SessionDriver {
     this.sock = sock;
     // Before onSocket: the inbound capture wraps the same hook afterwards (see decrypt-commit.ts).
     if (!commitDecryptsAfterJournal(sock, auth)) this.opts.log.warn('this Baileys has no decrypt-time hook; a kill -9 right after a decryption can lose that message');
+    if (!signalDecryptRollback.installed) this.opts.log.warn({ reason: signalDecryptRollback.reason }, 'libsignal decrypt rollback not installed: a message on one of two crossed sessions can break the other for good');
     this.opts.events.onSocket?.(sock);
     this.lastFrameAt = Date.now();
     sock.ws.on('frame', () => {
