@@ -127,10 +127,10 @@ describe('session backups: save and read', () => {
     const s = store();
     expect(await s.head(id)).toBeNull();
     await s.save(id, Buffer.from('a'), unlinked);
-    expect(await s.head(id)).toEqual({ generation: 1, linked: false, owner: { instanceId: 'backup-test', epoch: 1 }, keyMatches: true, key: 'current' });
+    expect(await s.head(id)).toEqual({ generation: 1, linked: false, owner: { instanceId: 'backup-test', epoch: 1 }, key: 'current' });
     await s.save(id, Buffer.from('b'), linked);
     expect(await s.head(id)).toMatchObject({ generation: 2, linked: true });
-    expect(await new SessionBackupStore(db, randomBytes(32), leases).head(id)).toMatchObject({ generation: 2, keyMatches: false, key: 'unknown' });
+    expect(await new SessionBackupStore(db, randomBytes(32), leases).head(id)).toMatchObject({ generation: 2, key: 'unknown' });
   });
 
   it('read() returns null only when there is no backup; unusable data throws with a kind', async () => {
@@ -188,7 +188,7 @@ describe('session backups: save and read', () => {
     await writeOldFormatBackup(id, Buffer.from('old-format state'), 4);
     expect(await s.read(id)).toEqual({ plaintext: Buffer.from('old-format state'), generation: 4, key: 'current' });
     // Without the field it was linked (today's code only backs up after a link).
-    expect(await s.head(id)).toMatchObject({ generation: 4, linked: true, keyMatches: true });
+    expect(await s.head(id)).toMatchObject({ generation: 4, linked: true, key: 'current' });
     await expect(s.save(id, Buffer.from('fresh'), unlinked)).rejects.toMatchObject({ reason: 'unlinkedOverLinked' });
     expect(await s.save(id, Buffer.from('new'), { linked: true, expectedGeneration: 4 })).toBe(5);
     expect((await s.read(id))!.plaintext.toString()).toBe('new');
@@ -395,7 +395,7 @@ describe('session backups: rotating BACKUP_KEY (read old, write new)', () => {
     const s = rotating();
     expect(s.keyId).toBe(keyFingerprint(newKey));
     expect(s.previousKeyId).toBe(keyFingerprint(oldKey));
-    expect(await s.head(id)).toMatchObject({ generation: 1, linked: true, keyMatches: true, key: 'previous' });
+    expect(await s.head(id)).toMatchObject({ generation: 1, linked: true, key: 'previous' });
     const read = await s.read(id);
     expect(read).toMatchObject({ generation: 1, key: 'previous' });
     expect(read!.plaintext.equals(state)).toBe(true);
@@ -417,7 +417,7 @@ describe('session backups: rotating BACKUP_KEY (read old, write new)', () => {
     const other = createHash('sha256').update('rotation: some other key').digest();
     await new SessionBackupStore(db, other, leases).save(id, Buffer.from('state'), linked);
     const s = rotating();
-    expect(await s.head(id)).toMatchObject({ generation: 1, keyMatches: false, key: 'unknown' });
+    expect(await s.head(id)).toMatchObject({ generation: 1, key: 'unknown' });
     const error = await s.read(id).then(
       () => null,
       (err: unknown) => err,

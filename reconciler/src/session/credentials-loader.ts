@@ -87,7 +87,7 @@ async function openLocalOrBackup(accountId: string, d: CredentialsLoaderDeps, se
     const marker = await store.backupGeneration(accountId);
     // An unknown marker (state from before generations were kept) is trusted as it is.
     if (marker !== null && head.generation > marker) {
-      if (head.keyMatches) {
+      if (head.key !== 'unknown') {
         log.warn({ accountId, localGeneration: marker, backupGeneration: head.generation }, 'the backup is newer than the local credentials: restoring it');
         await restore(accountId, d, 'newer backup');
       } else {

@@ -79,8 +79,7 @@ export interface BackupHead {
   generation: number;
   linked: boolean;
   owner: Owner | null;
-  /** False: the backup was encrypted with a key this store does not hold and `read` will throw keyMismatch. */
-  keyMatches: boolean;
+  /** 'unknown': encrypted with a key this store does not hold; `read` will throw keyMismatch. */
   key: BackupKeyUsed;
 }
 
@@ -254,7 +253,7 @@ export class SessionBackupStore {
     if (!snap.exists) return null;
     const m = this.parseManifest(accountId, snap);
     const key = this.keyUsed(m.keyId);
-    return { generation: m.generation, linked: m.linked !== false, owner: m.owner ?? null, keyMatches: key !== 'unknown', key };
+    return { generation: m.generation, linked: m.linked !== false, owner: m.owner ?? null, key };
   }
 
   /**
