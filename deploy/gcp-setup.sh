@@ -26,37 +26,31 @@ if ! gcloud artifacts repositories describe "$repo" --project="$project" --locat
     --repository-format=docker --description="wafleet reconciler images"
 fi
 
-if ! gcloud iam service-accounts describe "$sa" --project="$project" >/dev/null 2>&1; then
-  gcloud iam service-accounts create "$sa_name" --project="$project" \
-    --display-name="wafleet reconciler VM"
-  # A new service account takes a few seconds to be visible to IAM everywhere.
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    gcloud iam service-accounts describe "$sa" --project="$project" >/dev/null 2>&1 && break
-    sleep 3
+# Creates a service account unless it exists, and grants it project-wide roles.
+ensure_service_account() {
+  local name="$1" display="$2" email="$1@$project.iam.gserviceaccount.com"
+  shift 2
+  if ! gcloud iam service-accounts describe "$email" --project="$project" >/dev/null 2>&1; then
+    gcloud iam service-accounts create "$name" --project="$project" --display-name="$display"
+    # A new service account takes a few seconds to be visible to IAM everywhere.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      gcloud iam service-accounts describe "$email" --project="$project" >/dev/null 2>&1 && break
+      sleep 3
+    done
+  fi
+  for role in "$@"; do
+    gcloud projects add-iam-policy-binding "$project" --member="serviceAccount:$email" --role="$role" \
+      --condition=None --quiet >/dev/null
   done
-fi
+}
 
-# Project-wide roles: Firestore data (not rules, indexes or admin), log and metric writing.
-for role in roles/datastore.user roles/logging.logWriter roles/monitoring.metricWriter; do
-  gcloud projects add-iam-policy-binding "$project" --member="serviceAccount:$sa" --role="$role" \
-    --condition=None --quiet >/dev/null
-done
+# The VM: Firestore data (not rules, indexes or admin), log and metric writing.
+ensure_service_account "$sa_name" "wafleet reconciler VM" roles/datastore.user roles/logging.logWriter roles/monitoring.metricWriter
 # The Cloud Functions' own account (functions/src/global-options.ts): Firestore data and Firebase
 # Auth administration (caller re-reads, custom claims, token revocation), nothing else.
 fn_sa_name="${FUNCTIONS_SA_NAME:-wafleet-functions}"
 fn_sa="$fn_sa_name@$project.iam.gserviceaccount.com"
-if ! gcloud iam service-accounts describe "$fn_sa" --project="$project" >/dev/null 2>&1; then
-  gcloud iam service-accounts create "$fn_sa_name" --project="$project" \
-    --display-name="wafleet Cloud Functions"
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    gcloud iam service-accounts describe "$fn_sa" --project="$project" >/dev/null 2>&1 && break
-    sleep 3
-  done
-fi
-for role in roles/datastore.user roles/firebaseauth.admin; do
-  gcloud projects add-iam-policy-binding "$project" --member="serviceAccount:$fn_sa" --role="$role" \
-    --condition=None --quiet >/dev/null
-done
+ensure_service_account "$fn_sa_name" "wafleet Cloud Functions" roles/datastore.user roles/firebaseauth.admin
 # Pull the image: this repository only.
 gcloud artifacts repositories add-iam-policy-binding "$repo" --project="$project" --location="$region" \
   --member="serviceAccount:$sa" --role=roles/artifactregistry.reader --quiet >/dev/null
