@@ -303,7 +303,13 @@ export class ReconcilerApp {
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
     // The message in flight settles (acked, or back to queued) before its socket closes.
     if (this.outbox) await step('outbox', this.outbox.stop(left() * 0.25), 0.3);
-    await step('sessions', Promise.all([...this.supervisors.values()].map((s) => s.shutdown())), 0.4);
+    // Which accounts were still closing when the step gave up, and where: usually a last backup
+    // waiting behind Firestore (locks a killed predecessor's transactions still hold, an outage).
+    const sessions = [...this.supervisors.values()];
+    if (!(await step('sessions', Promise.all(sessions.map((s) => s.shutdown())), 0.4))) {
+      const closing = sessions.filter((s) => s.shutdownStage !== 'done').slice(0, 50);
+      if (closing.length > 0) log.warn({ closing: Object.fromEntries(closing.map((s) => [s.accountId, s.shutdownStage])) }, 'accounts that had not finished closing');
+    }
     if (this.writer) await step('status writes', this.writer.drain(left() / 3), 0.35);
     if (this.incidents) await step('incident writes', this.incidents.drain(left() / 4), 0.3);
     if (this.inbound) await step('inbound writes', this.inbound.drain(left() / 4), 0.3);

@@ -796,10 +796,17 @@ export class AccountSupervisor {
     this.resetRetries();
   }
 
+  /** Where a graceful shutdown is: for the log line of a shutdown that ran out of time. */
+  shutdownStage: 'socket' | 'last backup' | 'credentials flush' | 'done' | null = null;
+
   /** Graceful shutdown: close the socket, flush credentials, take a last backup (bounded by the caller). */
   async shutdown(): Promise<void> {
+    this.shutdownStage = 'socket';
     await this.closeSession();
+    this.shutdownStage = 'last backup';
     if (this.backups.pending) await this.backups.flush();
+    this.shutdownStage = 'credentials flush';
     await this.closeAuth();
+    this.shutdownStage = 'done';
   }
 }
