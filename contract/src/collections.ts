@@ -12,6 +12,14 @@ export const Collections = {
   /** Server-only: `locks/userRoles` serializes setUserRole (docs/data-model.md). */
   locks: 'locks',
   threads: 'threads',
+  /** Fleet-wide settings written by admins from the console: `fleetConfig/whatsapp` (docs/data-model.md). */
+  fleetConfig: 'fleetConfig',
+} as const;
+
+/** The documents of `fleetConfig`: one per concern. */
+export const FleetConfigDocs = {
+  /** The WhatsApp Web client version override (FleetConfigWhatsAppDocSchema). */
+  whatsapp: 'whatsapp',
 } as const;
 
 /** Subcollections that are part of the API: `threads/{threadId}/messages/{messageId}`. */

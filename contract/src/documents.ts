@@ -314,3 +314,46 @@ export const AuditLogDocSchema = z.object({
   error: z.string().min(1).max(64).nullish(),
 });
 export type AuditLogDoc = z.infer<typeof AuditLogDocSchema>;
+
+// ---------- fleetConfig/whatsapp: fleet-wide WhatsApp settings, written by admins ----------
+
+/**
+ * Bounds of a WhatsApp Web version `[major, minor, patch]` (e.g. `[2, 3000, 1043857760]`): each
+ * part a positive integer; ClientPayload carries them as uint32, WhatsApp's major has been 2 for
+ * years and the minor 3000. The bounds catch typos (a pasted build hash, a negative number).
+ */
+export const WA_VERSION_BOUNDS = {
+  major: { min: 1, max: 99 },
+  minor: { min: 1, max: 999_999 },
+  patch: { min: 1, max: 4_294_967_295 },
+} as const;
+
+const versionPart = (name: keyof typeof WA_VERSION_BOUNDS) => {
+  const { min, max } = WA_VERSION_BOUNDS[name];
+  return z.number({ error: `the ${name} part must be a number` }).int(`the ${name} part must be a whole number`).min(min, `the ${name} part must be at least ${min}`).max(max, `the ${name} part must be at most ${max}`);
+};
+
+/** `[major, minor, patch]`, as Baileys' `version` option and WhatsApp's userAgent.appVersion take it. */
+export const WaWebVersionSchema = z.tuple([versionPart('major'), versionPart('minor'), versionPart('patch')], {
+  error: 'must be an array of three whole numbers [major, minor, patch], e.g. [2, 3000, 1043857760]',
+});
+export type WaWebVersion = z.infer<typeof WaWebVersionSchema>;
+
+export const FleetConfigWhatsAppDocSchema = z.object({
+  /**
+   * The WhatsApp Web version every session announces, overriding the one bundled with Baileys;
+   * null (or a deleted document) means no override. Required: a misspelt field name must not
+   * silently mean "no override".
+   */
+  waWebVersion: WaWebVersionSchema.nullable(),
+  updatedAt: TimestampSchema.nullish(),
+  updatedBy: z.string().max(128).nullish(),
+  /** Why, for the next person (e.g. "405 since 2026-12-04; remove after the Baileys upgrade"). */
+  note: z.string().max(1000).nullish(),
+});
+export type FleetConfigWhatsAppDoc = z.infer<typeof FleetConfigWhatsAppDocSchema>;
+
+/** Formats a version for logs, metrics and messages: "2.3000.1043857760". */
+export function formatWaVersion(v: readonly [number, number, number]): string {
+  return v.join('.');
+}

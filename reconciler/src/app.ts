@@ -27,7 +27,9 @@ import { connectGovernorMetrics, workQueueMetrics } from './queue/metrics.ts';
 import { WorkQueue } from './queue/work-queue.ts';
 import { AccountSupervisor, type SessionMessaging } from './session/account-supervisor.ts';
 import { DEFAULT_TIMEOUTS, type SessionTimeouts } from './session/session-driver.ts';
+import { resolveStartupVersion, WaVersionState, type LatestVersionFetcher } from './session/wa-version.ts';
 import { CoalescingWriter } from './status/coalescing-writer.ts';
+import { FleetConfigIncident } from './status/fleet-config-incident.ts';
 import { IncidentWriter } from './status/incident-writer.ts';
 import { QrWriter } from './status/qr-writer.ts';
 import { StatusWriter } from './status/status-writer.ts';
@@ -36,6 +38,7 @@ import { SessionBackupStore } from './store/session-backup.ts';
 import { backoffDelay } from './util/backoff.ts';
 import { sleep, withTimeout } from './util/deadline.ts';
 import { AccountsWatcher } from './watch/accounts-watcher.ts';
+import { FleetConfigWatcher } from './watch/fleet-config-watcher.ts';
 
 /** Crashed predecessors whose leases may be adopted; a longer chain is taken over by writes. */
 const MAX_ADOPTED = 5;
@@ -49,6 +52,8 @@ export interface AppOptions {
   timeouts?: Partial<SessionTimeouts>;
   backupDebounceMs?: number;
   resyncEveryMs?: number;
+  /** Tests replace the WA_VERSION_CHECK=latest fetch (web.whatsapp.com). */
+  fetchLatestWaVersion?: LatestVersionFetcher;
 }
 
 export class ReconcilerApp {
@@ -59,6 +64,8 @@ export class ReconcilerApp {
   private hostLock: HostLock | null = null;
   private heartbeat: Heartbeat | null = null;
   private watcher: AccountsWatcher | null = null;
+  private fleetConfig: FleetConfigWatcher | null = null;
+  private waVersion: WaVersionState | null = null;
   private queue: WorkQueue<string> | null = null;
   private governor: ConnectGovernor | null = null;
   private store: AuthStore | null = null;
@@ -199,6 +206,31 @@ export class ReconcilerApp {
       deleted: (id) => outbox.deleted(id),
     };
 
+    // The WhatsApp Web version comes before any login: an override in fleetConfig/whatsapp is
+    // read (bounded) first, so that a fleet refused with 405 does not log in once more to learn it.
+    const waVersion = (this.waVersion = new WaVersionState(
+      await resolveStartupVersion({ check: config.waVersionCheck, log, ...(this.opts.fetchLatestWaVersion ? { fetcher: this.opts.fetchLatestWaVersion } : {}) }),
+    ));
+    const fleetIncident = new FleetConfigIncident({ leases, incidents: this.incidents, log, signal: this.stopping.signal });
+    this.fleetConfig = new FleetConfigWatcher({
+      db: this.db,
+      log,
+      onChange: (state) => {
+        fleetIncident.report(state.error);
+        if (!waVersion.setOverride(state.waWebVersion)) return;
+        const { version, source } = waVersion.current();
+        log.warn({ waWebVersion: version.join('.'), source }, 'the WhatsApp Web version changed: sessions refused with 405 retry now; open sessions keep theirs until they reconnect');
+        for (const s of this.supervisors.values()) s.onWaVersionChanged();
+      },
+    });
+    const initial = await this.fleetConfig.start();
+    // An InvalidFleetConfig incident left open by an earlier process is resolved once we know better.
+    if (!initial.error) fleetIncident.report(null);
+    {
+      const { version, source } = waVersion.current();
+      log.info({ waWebVersion: version.join('.'), source }, 'WhatsApp Web version');
+    }
+
     const supervisorFor = (accountId: string): AccountSupervisor => {
       let s = this.supervisors.get(accountId);
       if (!s) {
@@ -220,6 +252,7 @@ export class ReconcilerApp {
           backupDebounceMs: this.opts.backupDebounceMs ?? 3_000,
           metrics: this.metrics,
           messaging,
+          waVersion,
         });
         this.supervisors.set(accountId, s);
       }
@@ -299,6 +332,7 @@ export class ReconcilerApp {
       return ok;
     };
     this.watcher?.stop();
+    this.fleetConfig?.stop();
     this.governor?.cancelAll(new Error('shutting down'));
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
     // The message in flight settles (acked, or back to queued) before its socket closes.

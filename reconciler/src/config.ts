@@ -63,6 +63,12 @@ export interface Config {
   };
   /** The local WhatsApp simulator, for development; null means real WhatsApp. */
   readonly waSimulator: { readonly socketUrl: string; readonly noiseRootPubKey: Buffer } | null;
+  /**
+   * WA_VERSION_CHECK: "latest" fetches the current WhatsApp Web version once at start (5 s
+   * timeout, falls back to Baileys' bundled one); "off" (default) uses the bundled version. An
+   * override in fleetConfig/whatsapp wins over both.
+   */
+  readonly waVersionCheck: 'off' | 'latest';
   readonly logLevel: LogLevel;
   readonly lease: { readonly ttlMs: number; readonly renewMs: number };
   readonly shutdownTimeoutMs: number;
@@ -127,6 +133,7 @@ export const CONFIG_VARIABLES = [
   'BACKUP_KEY_PREVIOUS_FILE',
   'WA_SOCKET_URL',
   'WA_NOISE_ROOT_PUBKEY',
+  'WA_VERSION_CHECK',
   'LOG_LEVEL',
   'LEASE_TTL_MS',
   'LEASE_RENEW_MS',
@@ -326,6 +333,11 @@ const EnvSchema = z.object({
       return bytes;
     })
     .optional(),
+  WA_VERSION_CHECK: z
+    .enum(['off', 'latest'], {
+      error: (issue) => `must be "off" (the default: Baileys' bundled WhatsApp Web version) or "latest" (fetch the current one from web.whatsapp.com at start), got ${JSON.stringify(issue.input)}`,
+    })
+    .default('off'),
   LOG_LEVEL: z
     .enum(LOG_LEVELS, { error: (issue) => `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(issue.input)}` })
     .default('info'),
@@ -484,6 +496,7 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     connect: { concurrency: data.CONNECT_CONCURRENCY, intervalMs: data.CONNECT_INTERVAL_MS },
     backup: previousKey ? { key: backupKey, keySource, previousKey: previousKey.key, previousKeySource: previousKey.source } : { key: backupKey, keySource },
     waSimulator,
+    waVersionCheck: data.WA_VERSION_CHECK,
     logLevel: data.LOG_LEVEL,
     lease: { ttlMs: ttl, renewMs: renew },
     shutdownTimeoutMs: data.SHUTDOWN_TIMEOUT_MS,
@@ -522,6 +535,7 @@ export function configSummary(config: Config): Record<string, unknown> {
         : {}),
     },
     waSimulator: config.waSimulator ? { socketUrl: config.waSimulator.socketUrl } : null,
+    waVersionCheck: config.waVersionCheck,
     logLevel: config.logLevel,
     lease: config.lease,
     shutdownTimeoutMs: config.shutdownTimeoutMs,

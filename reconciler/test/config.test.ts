@@ -51,6 +51,7 @@ describe('loadConfig', () => {
       connect: { concurrency: 2, intervalMs: 250 },
       backup: { keySource: 'env' },
       waSimulator: null,
+      waVersionCheck: 'off',
       logLevel: 'info',
       lease: { ttlMs: 120_000, renewMs: 40_000 },
       shutdownTimeoutMs: 20_000,
@@ -328,6 +329,12 @@ describe('loadConfig', () => {
     expect(problemOf(await configError({ ...dev, WA_SOCKET_URL: 'http://127.0.0.1', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY }), 'WA_SOCKET_URL')).toMatch(/ws:\/\/ or wss:\/\//);
     expect(problemOf(await configError({ ...dev, WA_SOCKET_URL: 'ws://x', WA_NOISE_ROOT_PUBKEY: Buffer.alloc(33).toString('base64') }), 'WA_NOISE_ROOT_PUBKEY')).toMatch(/32 bytes/);
     expect(problemOf(await configError(prodEnv({ WA_SOCKET_URL: 'ws://127.0.0.1:7070', WA_NOISE_ROOT_PUBKEY: ROOT_PUBKEY })), 'WA_SOCKET_URL')).toMatch(/development only.*NODE_ENV=production/);
+  });
+
+  it('WA_VERSION_CHECK: off (the bundled WhatsApp Web version) or latest; anything else refused', async () => {
+    expect((await loadConfig(prodEnv({ WA_VERSION_CHECK: 'latest' }))).waVersionCheck).toBe('latest');
+    expect((await loadConfig(prodEnv({ WA_VERSION_CHECK: ' off ' }))).waVersionCheck).toBe('off');
+    expect(problemOf(await configError(prodEnv({ WA_VERSION_CHECK: 'newest' })), 'WA_VERSION_CHECK')).toMatch(/"off".*"latest".*got "newest"/);
   });
 
   it('project id: required without the emulator, consistent across variables, real outside the emulator', async () => {

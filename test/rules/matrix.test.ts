@@ -45,6 +45,7 @@ const ACCESS = {
   incidents:                      ['viewer',   null,        null,        null],
   reconcilers:                    ['viewer',   null,        null,        null],
   auditLog:                       ['admin',    null,        null,        null],
+  fleetConfig:                    ['admin',    null,        null,        null],
   threads:                        ['operator', null,        null,        null],
   'threads/*/messages':           ['operator', null,        null,        null],
   leases:                         [null,       null,        null,        null],
@@ -54,6 +55,7 @@ const ACCESS = {
   'accounts/*/secrets':           [null,       null,        null,        null],
   'leases/*/history':             [null,       null,        null,        null],
   'sessionBackups/*/chunks':      [null,       null,        null,        null],
+  'fleetConfig/*/history':        [null,       null,        null,        null],
   'locks/*/holders':              [null,       null,        null,        null],
 } as const satisfies Record<string, readonly [Least, Least, Least, Least]>;
 // ------------------------------------------------------------------------------------------
@@ -178,6 +180,15 @@ const FIXTURES: Record<TargetName, Fixture> = {
     create: (uid) => ({ action: 'forged', actorUid: uid, actorRole: null, target: null, details: {}, at: serverTimestamp() }),
     update: () => ({ action: 'rewritten' }),
   },
+  fleetConfig: {
+    collection: Collections.fleetConfig,
+    // Shaped like fleetConfig/whatsapp; the run prefix keeps other test files' documents apart.
+    seedId: `${RUN}-whatsapp`,
+    seed: { waWebVersion: [2, 3000, 1043857760], updatedAt: now, note: 'seeded' },
+    // Console writes use the Admin SDK; a client write (even an admin's, even a valid one) is refused.
+    create: () => ({ waWebVersion: [2, 3000, 1], updatedAt: serverTimestamp() }),
+    update: () => ({ waWebVersion: null, updatedAt: serverTimestamp() }),
+  },
   threads: {
     collection: Collections.threads,
     seedId: THREAD,
@@ -252,6 +263,13 @@ const FIXTURES: Record<TargetName, Fixture> = {
     seed: { data: 'c2VjcmV0' },
     create: () => ({ data: 'Zm9yZ2Vk' }),
     update: () => ({ data: 'Zm9yZ2Vk' }),
+  },
+  'fleetConfig/*/history': {
+    collection: `${Collections.fleetConfig}/${RUN}-whatsapp/history`,
+    seedId: `${RUN}-h`,
+    seed: { waWebVersion: [2, 3000, 1] },
+    create: () => ({ waWebVersion: [2, 3000, 2] }),
+    update: () => ({ waWebVersion: null }),
   },
   'locks/*/holders': {
     collection: `${Collections.locks}/${RUN}-userRoles/holders`,

@@ -132,6 +132,8 @@ function routes(sim: Simulator): Route[] {
     }),
     route('GET', '/decrypt-errors', () => [200, sim.decryptErrors()]),
     route('PUT', '/receipt-delays', async ({ body }) => [200, sim.setReceiptDelays((await body()) as Partial<ReceiptDelays>)]),
+    route('GET', '/client-version-policy', () => [200, sim.clientVersionPolicy()]),
+    route('PUT', '/client-version-policy', async ({ body }) => [200, sim.setClientVersionPolicy(await body())]),
     route('POST', '/server', async ({ body }) => {
       const b = await body();
       if (typeof b['accepting'] !== 'boolean') throw new SimInputError('accepting must be a boolean');

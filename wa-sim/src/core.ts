@@ -1,5 +1,6 @@
 import type { BinaryNode } from '@whiskeysockets/baileys';
 import type { ServerNoiseIdentity } from './cert-chain.ts';
+import { type ClientVersionPolicy, clientVersionOf, formatVersion, versionRefusal } from './client-version.ts';
 import type { ClientConnection, ConnectionHandlers } from './connection.ts';
 import { ConnectionLog } from './events.ts';
 import { type Fault, FaultRegistry, IMMEDIATE_KINDS, type InjectFaultInput, targetMatches } from './faults.ts';
@@ -19,6 +20,8 @@ export interface CoreConfig {
   qrRefs: number;
   /** How long a phone waits for the companion's pair-device-sign before giving up. */
   pairTimeoutMs: number;
+  /** Client versions refused with `<failure reason="405">` at login (client-version.ts). */
+  clientVersions: ClientVersionPolicy;
 }
 
 /** Stream errors as WhatsApp shapes them; 401 carries the device_removed conflict (Baileys: loggedOut). */
@@ -103,6 +106,13 @@ export class SimCore implements ConnectionHandlers {
     const payload = conn.payload!;
     if (payload.devicePairingData) {
       this.log.record({ type: 'handshake', connectionId: conn.id, detail: 'registration' });
+      // WhatsApp refuses an outdated client before it may register, as before it may log in.
+      const refused = versionRefusal(this.config.clientVersions, clientVersionOf(payload));
+      if (refused) {
+        this.log.record({ type: 'login-failed', connectionId: conn.id, code: 405, detail: refused });
+        conn.endWith({ tag: 'failure', attrs: { reason: '405', location: 'sim' } });
+        return;
+      }
       this.pairing.startRegistration(conn);
       return;
     }
@@ -127,6 +137,10 @@ export class SimCore implements ConnectionHandlers {
         return;
       }
     }
+
+    // The version check comes first: WhatsApp refuses an outdated client whoever it is.
+    const refused = versionRefusal(this.config.clientVersions, clientVersionOf(payload));
+    if (refused) return this.failLogin(conn, deviceJid, 405, refused);
 
     const user = this.world.user(number);
     const device = user?.devices.get(deviceId);
@@ -160,7 +174,7 @@ export class SimCore implements ConnectionHandlers {
     this.log.global.openConnections++;
     device.lastLoginAt = Date.now();
     this.markDirty();
-    this.log.record({ type: 'login', connectionId: conn.id, deviceJid });
+    this.log.record({ type: 'login', connectionId: conn.id, deviceJid, detail: `client ${formatVersion(clientVersionOf(payload))}` });
 
     conn.send({
       tag: 'success',

@@ -11,6 +11,8 @@ export { MAX_LINKED_DEVICES } from './world.ts';
 export { QR_PREFIX, parseQr } from './pairing.ts';
 export { SimConflictError, SimInputError, SimNotFoundError } from './errors.ts';
 export { waitFor } from './wait-for.ts';
+export { compareVersions } from './client-version.ts';
+export type { ClientVersion, ClientVersionPolicy, ClientVersionPolicyInput } from './client-version.ts';
 export type { WaitForOptions } from './wait-for.ts';
 export { memoryAuthState } from './testing/memory-auth.ts';
 export { connectClient, FAST_TIMEOUTS, silentLogger } from './testing/client.ts';

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, STATUS_CODES } from 'n
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { issueCertChain } from './cert-chain.ts';
+import { type ClientVersion, type ClientVersionPolicy, type ClientVersionPolicyInput, validateClientVersionPolicy } from './client-version.ts';
 import { ClientConnection } from './connection.ts';
 import { startControlApi } from './control-api.ts';
 import { type CoreConfig, SimCore } from './core.ts';
@@ -31,6 +32,10 @@ export interface SimulatorOptions {
   pairTimeoutMs?: number;
   /** Connections that have not completed the Noise handshake by then are dropped (default 60 s). */
   handshakeTimeoutMs?: number;
+  /** Client versions (ClientPayload userAgent.appVersion) below this get `<failure reason="405">` at login. */
+  minClientVersion?: ClientVersion | null;
+  /** Client versions refused with 405, whatever the minimum. */
+  deniedClientVersions?: ClientVersion[];
 }
 
 interface StateFileJSON {
@@ -208,6 +213,7 @@ export class Simulator {
       receiptDelays: validateDelays(options.receiptDelays ?? {}),
       qrRefs: options.qrRefs ?? 6,
       pairTimeoutMs: options.pairTimeoutMs ?? 15_000,
+      clientVersions: validateClientVersionPolicy({ minVersion: options.minClientVersion ?? null, deniedVersions: options.deniedClientVersions ?? [] }),
     };
     this.core = new SimCore(world, issueCertChain(root), config, () => writer?.markDirty());
     world.onChange = () => writer?.markDirty();
@@ -325,6 +331,23 @@ export class Simulator {
   setReceiptDelays(delays: Partial<ReceiptDelays>): ReceiptDelays {
     this.core.config.receiptDelays = validateDelays(delays, this.core.config.receiptDelays);
     return { ...this.core.config.receiptDelays };
+  }
+
+  // ---- client versions ------------------------------------------------------------------
+
+  /**
+   * Which client versions log in: versions below `minVersion` and those in `deniedVersions` get
+   * `<failure reason="405">` (WhatsApp's "client outdated"). Fields left out keep their value;
+   * null / [] lift the restriction. Applies to logins from now on; open sessions stay.
+   */
+  setClientVersionPolicy(input: ClientVersionPolicyInput): ClientVersionPolicy {
+    this.core.config.clientVersions = validateClientVersionPolicy(input, this.core.config.clientVersions);
+    return this.clientVersionPolicy();
+  }
+
+  clientVersionPolicy(): ClientVersionPolicy {
+    const p = this.core.config.clientVersions;
+    return { minVersion: p.minVersion ? [...p.minVersion] : null, deniedVersions: p.deniedVersions.map((v) => [...v] as ClientVersion) };
   }
 
   // ---- faults ---------------------------------------------------------------------------

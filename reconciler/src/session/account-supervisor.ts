@@ -23,6 +23,7 @@ import { BackupScheduler } from './backup-scheduler.ts';
 import { CredentialsUnavailableError, openCredentials } from './credentials-loader.ts';
 import { decideOnDisconnect, FailureWindow, type DisconnectDecision } from './disconnect-policy.ts';
 import { credsAreLinked, SessionDriver, type SessionClosed, type SessionEvents, type SessionTimeouts } from './session-driver.ts';
+import type { WaVersionState } from './wa-version.ts';
 
 /** What the accounts listener knows of the desired state. */
 export interface AccountSpec {
@@ -71,6 +72,8 @@ export interface SupervisorDeps {
   /** The outbox and inbound messages ride on the session (absent in tests of the session alone). */
   messaging?: SessionMessaging;
   metrics?: SupervisorMetrics;
+  /** The WhatsApp Web version to announce (fleetConfig/whatsapp override, else start-up); Baileys' bundled one when absent. */
+  waVersion?: WaVersionState;
 }
 
 export interface SupervisorMetrics {
@@ -95,6 +98,8 @@ const DEFAULT_STABLE_AFTER_MS = 60_000;
 /** Incidents of credentials that could not be opened; cleared once they open. */
 const CREDENTIAL_INCIDENTS = ['RestoreFailed', 'BackupUnreadable', 'CredentialsCorrupt'] as const;
 const INCIDENTS_CLEARED_BY_CONNECTING = ['LoggedOut', 'Banned', 'NeedsRelink', 'ConnectionReplaced'];
+/** Fleet-wide (405): resolved by the first session that opens after it (WaVersionState.takeResolve). */
+const CLIENT_OUTDATED = 'ClientOutdated';
 
 export interface SessionMessaging {
   attach(accountId: string, sock: WASocket): void;
@@ -148,6 +153,8 @@ export class AccountSupervisor {
   /** A RestoreFailed/BackupUnreadable/CredentialsCorrupt incident may be open for this account. */
   private credentialIncident = false;
   private phase: Phase = 'pending';
+  /** The last close was a 405: a new WhatsApp Web version retries at once (onWaVersionChanged). */
+  private clientOutdated = false;
 
   constructor(
     readonly accountId: string,
@@ -528,6 +535,8 @@ export class AccountSupervisor {
       nextRetryAt: null,
     });
     for (const type of INCIDENTS_CLEARED_BY_CONNECTING) void this.d.incidents.resolve(this.accountId, this.accountId, type);
+    this.clientOutdated = false;
+    if (this.d.waVersion?.takeResolve()) void this.d.incidents.resolve(this.accountId, null, CLIENT_OUTDATED);
     const sock = this.driver?.socket;
     if (sock) this.d.messaging?.opened(this.accountId, sock);
     this.clearStableTimers();
@@ -571,6 +580,12 @@ export class AccountSupervisor {
       // One restart after linking is routine; an endless series of them is a loop to slow down.
       decision = { ...decision, phase: 'reconnecting', retry: 'backoff', message: `WhatsApp asked for a restart ${this.restartsInRow} times in a row; retrying with backoff.` };
     }
+    this.clientOutdated = decision.reason === CLIENT_OUTDATED;
+    if (this.clientOutdated && this.d.waVersion) {
+      this.d.waVersion.markOutdated();
+      const { version, source } = this.d.waVersion.current();
+      decision = { ...decision, message: `${decision.message} Version in use: ${version.join('.')} (${source}).` };
+    }
     this.d.metrics?.disconnect(info.code, decision.reason);
     // A 515 is WhatsApp's routine restart right after linking, not a problem.
     const level = decision.retry === 'now' ? 'info' : 'warn';
@@ -596,7 +611,8 @@ export class AccountSupervisor {
       this.d.requeue();
       return;
     }
-    if (this.failures.record(now)) {
+    // A fleet-wide refusal (405) is not this account flapping: its one incident says it all.
+    if (!decision.incident?.fleetWide && this.failures.record(now)) {
       void this.d.incidents.raise(this.accountId, this.accountId, FLAPPING, 'warning', `The connection failed ${this.failures.count(now)} times in the last hour (last: ${decision.reason}).`);
     }
     // 440 waits at least the base delay: reconnecting at once is how conflict loops start.
@@ -755,7 +771,18 @@ export class AccountSupervisor {
 
   private newDriver(auth: AccountAuthState, pairingPhone: string | null, events: SessionEvents): SessionDriver {
     const { log, baileysLog, timeouts, socketUrl } = this.d;
-    return new SessionDriver({ accountId: this.accountId, auth, log, baileysLog, timeouts, ...(socketUrl ? { socketUrl } : {}), pairingPhone, events });
+    const version = this.d.waVersion?.current().version;
+    return new SessionDriver({ accountId: this.accountId, auth, log, baileysLog, timeouts, ...(socketUrl ? { socketUrl } : {}), ...(version ? { version } : {}), pairingPhone, events });
+  }
+
+  /**
+   * The WhatsApp Web version changed (fleetConfig/whatsapp): an account refused with 405 retries
+   * now instead of after its backoff. Healthy sessions keep running on the version they opened with.
+   */
+  onWaVersionChanged(): void {
+    if (!this.clientOutdated) return;
+    this.resetRetries();
+    this.d.requeue();
   }
 
   /** Closes the socket (never a logout). */

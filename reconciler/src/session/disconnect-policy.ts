@@ -69,7 +69,8 @@ export function decideOnDisconnect(code: number | null, ctx: DisconnectContext):
         ...base,
         phase: 'error',
         reason: 'ClientOutdated',
-        message: 'WhatsApp refused the client version (405). Upgrade wafleet; every account is affected.',
+        // Fleet-wide: retried with backoff, and at once when fleetConfig/whatsapp changes the version.
+        message: 'WhatsApp refused the client version (405); every account is affected. Set a newer WhatsApp Web version in fleetConfig/whatsapp, or upgrade Baileys (docs/deploy.md).',
         retry: 'backoff',
         incident: { type: 'ClientOutdated', severity: 'critical', fleetWide: true },
       };

@@ -5,7 +5,7 @@
  * but receives nothing). It decides nothing about policy: the session supervisor does.
  */
 import { Boom } from '@hapi/boom';
-import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket } from '@whiskeysockets/baileys';
+import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket, type WAVersion } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { AccountAuthState } from '../store/auth-state.ts';
 import { commitDecryptsAfterJournal, signalDecryptRollback } from './decrypt-commit.ts';
@@ -66,6 +66,8 @@ export interface SessionDriverOptions {
   socketUrl?: string;
   /** Link with a pairing code sent to this number (E.164) instead of a QR. */
   pairingPhone?: string | null;
+  /** The WhatsApp Web version to announce (wa-version.ts); Baileys' bundled one when absent. */
+  version?: WAVersion;
   events: SessionEvents;
 }
 
@@ -125,6 +127,7 @@ export class SessionDriver {
       defaultQueryTimeoutMs: timeouts.defaultQueryTimeoutMs,
       ...(timeouts.qrTimeoutMs ? { qrTimeout: timeouts.qrTimeoutMs } : {}),
       ...(this.opts.socketUrl ? { waWebSocketUrl: this.opts.socketUrl } : {}),
+      ...(this.opts.version ? { version: this.opts.version } : {}),
     });
     this.sock = sock;
     // Before onSocket: the inbound capture wraps the same hook afterwards (see decrypt-commit.ts).

@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config.ts';
 import { createLogger, routeConsoleToLogger } from '../../src/log.ts';
 import type { LevelWithSilent } from 'pino';
 import type { SessionTimeouts } from '../../src/session/session-driver.ts';
+import type { LatestVersionFetcher } from '../../src/session/wa-version.ts';
 import { waitFor } from '../helpers.ts';
 
 export const TEST_TIMEOUTS: Partial<SessionTimeouts> = {
@@ -27,7 +28,7 @@ export interface Harness {
   sim: Simulator;
   db: Firestore;
   projectId: string;
-  startReconciler(opts?: { instanceId?: string; sessionsPath?: string; env?: Record<string, string>; timeouts?: Partial<SessionTimeouts> }): Promise<ReconcilerApp & { sessionsPath: string }>;
+  startReconciler(opts?: { instanceId?: string; sessionsPath?: string; env?: Record<string, string>; timeouts?: Partial<SessionTimeouts>; fetchLatestWaVersion?: LatestVersionFetcher }): Promise<ReconcilerApp & { sessionsPath: string }>;
   newSessionsDir(): Promise<string>;
   createAccount(id: string, fields?: Record<string, unknown>): Promise<void>;
   status(id: string): Promise<Record<string, unknown> | undefined>;
@@ -103,7 +104,7 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
         LOG_LEVEL: 'warn',
         ...opts.env,
       });
-      const rec = new ReconcilerApp({ config, log, timeouts: { ...TEST_TIMEOUTS, ...opts.timeouts }, backupDebounceMs: 200 });
+      const rec = new ReconcilerApp({ config, log, timeouts: { ...TEST_TIMEOUTS, ...opts.timeouts }, backupDebounceMs: 200, ...(opts.fetchLatestWaVersion ? { fetchLatestWaVersion: opts.fetchLatestWaVersion } : {}) });
       apps.push(rec);
       await rec.start();
       return Object.assign(rec, { sessionsPath });
