@@ -147,7 +147,9 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
 export async function scanPublishedQr(h: Harness, accountId: string, phoneNumber: string, timeoutMs = 45_000): Promise<void> {
   const qr = await waitFor(async () => (await h.db.doc(`accountQr/${accountId}`).get()).get('qr') as string | undefined, { timeoutMs, intervalMs: 100, label: `QR of ${accountId}` }).catch(async (err: Error) => {
     const [status, lease] = await Promise.all([h.status(accountId), h.db.doc(`leases/${accountId}`).get().then((d) => d.data())]).catch(() => [undefined, undefined]);
-    throw new Error(`${err.message}; status: ${JSON.stringify(status)}; lease: ${JSON.stringify(lease)}\nreconciler log for ${accountId}:\n${h.recentLog(accountId)}`);
+    // Nothing about the account at all: what the reconciler last said about anything.
+    const own = h.recentLog(accountId);
+    throw new Error(`${err.message}; status: ${JSON.stringify(status)}; lease: ${JSON.stringify(lease)}\nreconciler log for ${accountId}:\n${own || `(none; its last lines:)\n${h.recentLog(undefined, 30)}`}`);
   });
   const phone = h.sim.phones().find((p) => p.number === phoneNumber) ?? h.sim.createPhone({ number: phoneNumber });
   await phone.scanQr(qr);

@@ -54,11 +54,11 @@ describe('WhatsApp refuses the client version (405)', () => {
     h.sim.setClientVersionPolicy({ minVersion: NEWER });
     const refusedAt = Date.now();
     h.sim.injectFault({ kind: 'drop' });
-    // Retried with backoff: wait until the next retry is far enough away that a reconnect before
-    // it can only come from the override.
+    // Retried with backoff: wait until the next retry is far enough away (more than 12 s, on a
+    // loaded machine too) that a login attempt before it can only come from the override.
     const waiting = new Map<string, number>();
     for (const { id } of accounts) {
-      const s = await h.waitForPhase(id, (s) => s.reason === 'ClientOutdated' && millis(s.nextRetryAt) - Date.now() > 6_000, 60_000);
+      const s = await h.waitForPhase(id, (s) => s.reason === 'ClientOutdated' && millis(s.nextRetryAt) - Date.now() > 12_000, 90_000);
       expect(s.phase).toBe('error');
       expect(s.message).toContain(`Version in use: ${BUNDLED.join('.')} (bundled)`);
       waiting.set(id, millis(s.nextRetryAt));
@@ -76,9 +76,10 @@ describe('WhatsApp refuses the client version (405)', () => {
     const overrideAt = Date.now();
     await fleetConfig.set({ waWebVersion: NEWER, note: 'e2e: 405 since the simulator moved on' });
     for (const { id, phone } of accounts) {
-      const s = await h.waitForPhase(id, (s) => s.phase === 'connected' && millis(s.lastConnectedAt) >= overrideAt, 30_000);
-      // Before the backoff would have retried: the override woke it.
-      expect(millis(s.lastConnectedAt)).toBeLessThan(waiting.get(id)!);
+      await h.waitForPhase(id, (s) => s.phase === 'connected' && millis(s.lastConnectedAt) >= overrideAt, 30_000);
+      // The login attempt came before the backoff would have retried: the override woke it.
+      const attempt = h.sim.events({ type: 'handshake' }).find((e) => e.at >= overrideAt && e.detail === 'login' && e.deviceJid?.startsWith(`${phone}:`));
+      expect(attempt!.at).toBeLessThan(waiting.get(id)!);
       expect(loginVersions(phone, overrideAt)).toContain(`client ${NEWER.join('.')}`);
       expect((await h.db.doc(`accountQr/${id}`).get()).exists).toBe(false);
     }
