@@ -263,6 +263,9 @@ export const ReconcilerDocSchema = z.object({
   accountsOwned: z.int().min(0),
   /** Phase of every owned account, so an idle fleet needs no per-account writes to show liveness. */
   accounts: z.record(z.string(), z.string()),
+  /** Added in v1: MAX_ACCOUNTS and the accounts driven now; other instances place by them. */
+  maxAccounts: z.int().min(1).optional(),
+  slotsUsed: z.int().min(0).optional(),
   storagePath: z.string().max(1024),
   storageFreeBytes: z.number().min(0).nullable(),
   /**

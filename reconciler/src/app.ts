@@ -17,6 +17,7 @@ import { startHttpServer } from './http/server.ts';
 import { Heartbeat } from './lease/heartbeat.ts';
 import { acquireHostLock, type HostLock } from './lease/host-lock.ts';
 import { LeaseManager, type Identity } from './lease/lease-manager.ts';
+import { PeerWatcher, Placement } from './lease/placement.ts';
 import { baileysLogger } from './log.ts';
 import { InboundWriter } from './inbound/inbound-writer.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -39,6 +40,13 @@ import { backoffDelay } from './util/backoff.ts';
 import { sleep, withTimeout } from './util/deadline.ts';
 import { AccountsWatcher } from './watch/accounts-watcher.ts';
 import { FleetConfigWatcher } from './watch/fleet-config-watcher.ts';
+
+/**
+ * How long an instance that is not the preferred home of a free account waits before taking it
+ * anyway (lease/placement.ts): long enough for the preferred one's next pass, short enough that
+ * a dead preferred instance costs seconds.
+ */
+const PLACEMENT_DEFER_MS = 5_000;
 
 /** Crashed predecessors whose leases may be adopted; a longer chain is taken over by writes. */
 const MAX_ADOPTED = 5;
@@ -64,6 +72,8 @@ export class ReconcilerApp {
   private hostLock: HostLock | null = null;
   private heartbeat: Heartbeat | null = null;
   private watcher: AccountsWatcher | null = null;
+  private peers: PeerWatcher | null = null;
+  private capacity: CapacityGate | null = null;
   private fleetConfig: FleetConfigWatcher | null = null;
   private waVersion: WaVersionState | null = null;
   private queue: WorkQueue<string> | null = null;
@@ -137,6 +147,8 @@ export class ReconcilerApp {
       summary: async () => ({
         accounts: Object.fromEntries(leases.heldAccounts().map((id) => [id, this.supervisors.get(id)?.currentPhase ?? 'pending'])),
         storageFreeBytes: await freeBytes(config.sessionsPath),
+        maxAccounts: config.maxAccounts,
+        slotsUsed: this.capacity?.used ?? 0,
       }),
       onFence: () => {
         for (const s of this.supervisors.values()) void s.fence();
@@ -182,7 +194,22 @@ export class ReconcilerApp {
         onError: (accountId, err, { attempt, delayMs }) => log.warn({ accountId, err, attempt, retryInMs: delayMs }, 'reconcile pass failed; retrying'),
       },
     }));
-    const capacity = new CapacityGate(config.maxAccounts, (id) => queue.add(id));
+    const capacity = (this.capacity = new CapacityGate(config.maxAccounts, (id) => queue.add(id)));
+    // The other reconcilers, by their heartbeats: where an account nobody drives should go.
+    const placement = new Placement({ self: config.instanceId, slots: capacity, deferMs: PLACEMENT_DEFER_MS });
+    this.peers = new PeerWatcher(this.db, placement, log, () => {
+      if (capacity.waitingCount > 0 && placement.peerWithRoom()) capacity.wakeWaiting();
+      // A peer stopped (a redeploy, a drain): its accounts are free now, not after a lease retry.
+      if (placement.takePeerStopped()) {
+        for (const id of this.supervisors.keys()) {
+          if (leases.held(id)) continue;
+          queue.forget(id);
+          queue.add(id);
+        }
+      }
+    });
+    // Before the first pass: an instance that starts blind would take every account it can.
+    await this.peers.start(5_000);
     const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
     const outbox = (this.outbox = new OutboxProcessor({
       db: this.db,
@@ -246,6 +273,7 @@ export class ReconcilerApp {
           incidents: this.incidents!,
           governor: this.governor!,
           capacity,
+          placement,
           timeouts,
           ...(config.waSimulator ? { socketUrl: config.waSimulator.socketUrl } : {}),
           requeue: (delayMs) => (delayMs ? queue.addAfter(accountId, delayMs) : queue.add(accountId)),
@@ -333,6 +361,7 @@ export class ReconcilerApp {
     };
     this.watcher?.stop();
     this.fleetConfig?.stop();
+    this.peers?.stop();
     this.governor?.cancelAll(new Error('shutting down'));
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
     // The message in flight settles (acked, or back to queued) before its socket closes.

@@ -9,6 +9,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedProjectId } from '../../test/support/emulators.ts';
 import { TcpProxy } from '../../test/support/tcp-proxy.ts';
+import { ReconcilerDocSchema } from '@wafleet/contract';
 import { fenceMarginMs, Heartbeat } from '../src/lease/heartbeat.ts';
 import { createMetrics } from '../src/metrics.ts';
 import { waitFor } from './helpers.ts';
@@ -48,7 +49,7 @@ async function startHeartbeat(ttlMs: number, renewMs: number): Promise<Recorded>
     renewMs,
     ttlMs,
     version: 'test',
-    summary: () => ({ accounts: {}, storageFreeBytes: null }),
+    summary: () => ({ accounts: {}, storageFreeBytes: null, maxAccounts: 30, slotsUsed: 0 }),
     onFence: () => r.fencedAt.push(Date.now()),
     onRecover: () => r.recoveredAt.push(Date.now()),
     onIdentityConflict: () => undefined,
@@ -65,6 +66,21 @@ async function nextBeat(hb: Heartbeat): Promise<number> {
   const before = hb.lastSuccess;
   return waitFor(() => hb.lastSuccess > before && hb.lastSuccess, { timeoutMs: 10_000, label: 'a successful beat' });
 }
+
+describe('heartbeat document', () => {
+  it('matches the contract, with the capacity other instances place by (issue 13)', async () => {
+    const r = await startHeartbeat(10_000, 2_000);
+    try {
+      const doc = (await db.doc(`reconcilers/${r.instanceId}`).get()).data();
+      expect(ReconcilerDocSchema.parse(doc)).toMatchObject({ instanceId: r.instanceId, maxAccounts: 30, slotsUsed: 0, stoppedAt: null });
+    } finally {
+      await r.hb.stop({ markStopped: true, timeoutMs: 5_000 });
+    }
+    const stopped = ReconcilerDocSchema.parse((await db.doc(`reconcilers/${r.instanceId}`).get()).data());
+    expect(stopped.stoppedAt).not.toBeNull();
+    expect(stopped.slotsUsed).toBe(0);
+  });
+});
 
 describe('heartbeat fence', () => {
   it('takes a margin of one renewal, bounded by the next beat and by 10 % of the TTL', () => {

@@ -35,7 +35,7 @@ async function startHeartbeat(id: Identity, { adoptedIncarnations = [] as string
     renewMs: 3_600_000,
     ttlMs: TTL,
     version: 'test',
-    summary: () => ({ accounts: {}, storageFreeBytes: null }),
+    summary: () => ({ accounts: {}, storageFreeBytes: null, maxAccounts: 30, slotsUsed: 0 }),
     onFence: () => undefined,
     onRecover: () => undefined,
     onIdentityConflict: () => undefined,

@@ -33,7 +33,7 @@ beforeAll(async () => {
   db = getFirestore(app);
   await new Heartbeat(db, me, {
     renewMs: 3_600_000, ttlMs: 60_000, version: 't', log: pino({ level: 'silent' }),
-    summary: () => ({ accounts: {}, storageFreeBytes: null }), onFence: () => {}, onRecover: () => {}, onIdentityConflict: () => {},
+    summary: () => ({ accounts: {}, storageFreeBytes: null, maxAccounts: 30, slotsUsed: 0 }), onFence: () => {}, onRecover: () => {}, onIdentityConflict: () => {},
   }).start();
   leases = new LeaseManager(db, me, { ttlMs: 60_000, hostLockHeld: false });
 });

@@ -17,6 +17,9 @@ import type { Identity } from './lease-manager.ts';
 export interface HeartbeatSummary {
   accounts: Record<string, string>;
   storageFreeBytes: number | null;
+  /** MAX_ACCOUNTS and the slots in use: other instances place accounts by them (placement.ts). */
+  maxAccounts: number;
+  slotsUsed: number;
 }
 
 export interface HeartbeatOptions {
@@ -184,6 +187,8 @@ export class Heartbeat {
       uptimeSec: Math.round(process.uptime()),
       accountsOwned: Object.keys(summary.accounts).length,
       accounts: summary.accounts,
+      maxAccounts: summary.maxAccounts,
+      slotsUsed: summary.slotsUsed,
       storagePath: this.identity.storagePath,
       storageFreeBytes: summary.storageFreeBytes,
       // Leases that still name these are ours: other instances must not count them as dead.
@@ -227,7 +232,7 @@ export class Heartbeat {
     if (this.inFlight) await this.inFlight.catch(() => undefined);
     if (opts.markStopped) {
       await withTimeout(
-        this.ref.update({ stoppedAt: FieldValue.serverTimestamp(), accounts: {}, accountsOwned: 0 }),
+        this.ref.update({ stoppedAt: FieldValue.serverTimestamp(), accounts: {}, accountsOwned: 0, slotsUsed: 0 }),
         opts.timeoutMs ?? 5_000,
         'final heartbeat',
       );

@@ -34,6 +34,16 @@ export class CapacityGate {
     for (const id of this.waiting) this.wake(id);
   }
 
+  /** Whether the account holds a slot. */
+  has(accountId: string): boolean {
+    return this.holders.has(accountId);
+  }
+
+  /** Wakes every account waiting for a slot (e.g. a peer with room appeared: placement.ts). */
+  wakeWaiting(): void {
+    for (const id of this.waiting) this.wake(id);
+  }
+
   get used(): number {
     return this.holders.size;
   }

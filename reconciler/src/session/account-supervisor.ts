@@ -9,6 +9,7 @@ import { Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { WASocket } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { LeaseManager } from '../lease/lease-manager.ts';
+import type { Placement } from '../lease/placement.ts';
 import type { CapacityGate } from '../queue/capacity-gate.ts';
 import { ConnectPriority, type ConnectGovernor } from '../queue/connect-governor.ts';
 import type { ReconcileResult } from '../queue/work-queue.ts';
@@ -58,6 +59,8 @@ export interface SupervisorDeps {
   governor: ConnectGovernor;
   /** MAX_ACCOUNTS: which accounts this process may drive. */
   capacity: CapacityGate;
+  /** Several reconcilers: which instance takes an account nobody drives (lease/placement.ts). */
+  placement?: Placement;
   timeouts: SessionTimeouts;
   socketUrl?: string;
   /** Ask for another reconcile pass of this account, now or after a delay. */
@@ -235,6 +238,15 @@ export class AccountSupervisor {
     // lapse), so routine passes need no Firestore round trip: a reconnect works during an
     // outage. After a 440 the device may have another owner: that needs proof first.
     if (!this.d.leases.held(this.accountId) || this.verifyOwnership) {
+      if (!this.d.leases.held(this.accountId) && this.d.placement) {
+        // Another instance may be the better home (more free slots, or ours are all used).
+        const wait = this.d.placement.beforeAcquire(this.accountId, await this.d.store.exists(this.accountId));
+        if (wait !== null) {
+          await this.closeSession();
+          this.releaseSlot();
+          return { requeueAfterMs: wait };
+        }
+      }
       const lease = await this.d.leases.acquire(this.accountId);
       if (!lease.acquired) {
         // Someone else owns it; never touch the device. Look again when their lease could lapse.
@@ -243,6 +255,7 @@ export class AccountSupervisor {
         return { requeueAfterMs: Math.max(1_000, lease.retryAfterMs) };
       }
       this.verifyOwnership = false;
+      this.d.placement?.forget(this.accountId);
     }
     if (this.lostOwnership) {
       this.lostOwnership = false;
@@ -348,12 +361,21 @@ export class AccountSupervisor {
     if (this.d.capacity.waitingCount === 0) void this.d.incidents.resolve(this.accountId, null, CAPACITY);
   }
 
-  private waitForCapacity(): ReconcileResult {
+  private async waitForCapacity(): Promise<ReconcileResult> {
     const { limit } = this.d.capacity;
-    const message = `This reconciler already drives its maximum of ${limit} accounts (MAX_ACCOUNTS); this account waits for a free slot.`;
+    const peer = this.d.placement?.peerWithRoom();
+    if (peer) {
+      // Full here, room there: let go, and the peer takes it (placement.ts keeps us from taking it back).
+      this.d.log.info({ accountId: this.accountId, peer }, 'no free slot here; leaving the account to a reconciler with room');
+      this.releaseSlot();
+      await this.d.leases.release([this.accountId]);
+      this.d.status.forget(this.accountId);
+      return { requeueAfterMs: CAPACITY_RECHECK_MS };
+    }
+    const message = `No reconciler has a free slot: this one already drives its maximum of ${limit} accounts (MAX_ACCOUNTS), and so does every other live one; this account waits for a free slot.`;
     if (!this.waitingForSlot) {
       this.waitingForSlot = true;
-      void this.d.incidents.raise(this.accountId, null, CAPACITY, 'warning', `More accounts than MAX_ACCOUNTS (${limit}) for this reconciler: at least one account is not driven.`);
+      void this.d.incidents.raise(this.accountId, null, CAPACITY, 'warning', `More accounts than the live reconcilers have slots for (this one: MAX_ACCOUNTS ${limit}): at least one account is not driven.`);
     }
     this.report({ phase: 'pending', reason: 'NoCapacity', message });
     return { requeueAfterMs: CAPACITY_RECHECK_MS };
@@ -378,6 +400,9 @@ export class AccountSupervisor {
     this.handledRelinkAt = (s.handledRelinkRequestedAt as Timestamp | undefined)?.toMillis() ?? 0;
     const phase = s.phase as Phase;
     if (phase === 'error' && (CREDENTIAL_INCIDENTS as readonly string[]).includes(s.reason as string)) this.credentialIncident = true;
+    // It waited for a slot on another instance (or before a restart): the slot it gets here may
+    // be the last one the CapacityExceeded incident waits for.
+    if (phase === 'pending' && s.reason === 'NoCapacity') this.waitingForSlot = true;
     if (phase === 'banned' || phase === 'loggedOut' || phase === 'needsLink') {
       this.stop = phase;
       this.linkAllowed = false;
