@@ -3,7 +3,7 @@
  * to bench/results/latest.json. `npm run bench` runs this under the emulator suite.
  * `npm run bench -- <suite-name>...` runs only the named suites (the JSON then holds only those).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,12 +37,15 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${line(header)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
   for (const r of rows) process.stdout.write(`${line(r)}\n`);
 
+  const out = path.join(here, 'results', 'latest.json');
+  // Suites run one at a time too (`npm run bench -- fleet`): the figures of the others stay.
+  const previous = await readFile(out, 'utf8').then((t) => JSON.parse(t) as Record<string, unknown>, () => ({}));
   const json: Record<string, unknown> = {
+    ...previous,
     generatedAt: new Date().toISOString(),
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version },
   };
   for (const [k, f] of Object.entries(all)) json[k] = f.value;
-  const out = path.join(here, 'results', 'latest.json');
   await mkdir(path.dirname(out), { recursive: true });
   await writeFile(out, `${JSON.stringify(json, null, 2)}\n`);
   process.stdout.write(`\nwrote ${path.relative(process.cwd(), out)}\n`);

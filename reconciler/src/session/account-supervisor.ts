@@ -240,7 +240,9 @@ export class AccountSupervisor {
     if (!this.d.leases.held(this.accountId) || this.verifyOwnership) {
       if (!this.d.leases.held(this.accountId) && this.d.placement) {
         // Another instance may be the better home (more free slots, or ours are all used).
-        const wait = this.d.placement.beforeAcquire(this.accountId, await this.d.store.exists(this.accountId));
+        // (An invalid document may name an id no directory can have: it has no credentials here.)
+        const local = !spec.error && spec.doc ? await this.d.store.exists(this.accountId) : false;
+        const wait = this.d.placement.beforeAcquire(this.accountId, local);
         if (wait !== null) {
           await this.closeSession();
           this.releaseSlot();
@@ -335,7 +337,11 @@ export class AccountSupervisor {
     if (wait > 0) return { requeueAfterMs: wait };
     if (!this.linkAllowed && !(await this.isLinked())) {
       this.stop = 'needsLink';
-      this.report({ phase: 'needsLink', reason: 'LinkRequired', message: 'Not linked. Request a QR code (or pairing code) to link this account.' });
+      const lost = this.phase === 'connected' || this.phase === 'connecting' || this.phase === 'reconnecting' || this.phase === 'disconnected';
+      const message = lost
+        ? 'Linked before, but its credentials are neither on this disk nor in a backup (the disk it ran on is gone and no backup was written yet). Request a QR code (or pairing code) to link it again.'
+        : 'Not linked. Request a QR code (or pairing code) to link this account.';
+      this.report({ phase: 'needsLink', reason: 'LinkRequired', message });
       return;
     }
     await this.connect(doc);
@@ -403,6 +409,10 @@ export class AccountSupervisor {
     // It waited for a slot on another instance (or before a restart): the slot it gets here may
     // be the last one the CapacityExceeded incident waits for.
     if (phase === 'pending' && s.reason === 'NoCapacity') this.waitingForSlot = true;
+    // It was linked and online (here before a restart, or on another instance before a takeover):
+    // credentials that cannot be found now (a lost disk and no backup yet) are no reason to start
+    // a new link by ourselves; the pass reports needsLink and waits for an operator's request.
+    if (s.lastConnectedAt && (phase === 'connected' || phase === 'connecting' || phase === 'reconnecting' || phase === 'disconnected')) this.linkAllowed = false;
     if (phase === 'banned' || phase === 'loggedOut' || phase === 'needsLink') {
       this.stop = phase;
       this.linkAllowed = false;

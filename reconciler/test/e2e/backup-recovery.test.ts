@@ -63,6 +63,23 @@ describe('restoring from the backup', () => {
     await rec.stop('next test');
   }, 240_000);
 
+  it('an account that was online, taken over with neither its disk nor a backup, asks for a link instead of showing a QR by itself', async () => {
+    // A VM died right after linking, before the first backup landed; another instance takes over.
+    const id = 'b-04';
+    const rec = await linkOn(id, '15550009004');
+    await rec.stop('VM and disk gone');
+    await h.db.recursiveDelete(h.db.doc(`sessionBackups/${id}`));
+    const other = await h.startReconciler({ instanceId: 'rec-other' });
+    const s = await h.waitForPhase(id, (s) => s.phase === 'needsLink' && s.reason === 'LinkRequired', 30_000);
+    expect(s.message).toMatch(/Linked before/);
+    expect(await qrExists(id)).toBe(false);
+    // An operator's request links it again, on this instance.
+    await h.db.doc(`accounts/${id}`).update({ qrRequestedAt: FieldValue.serverTimestamp() });
+    await scanPublishedQr(h, id, '15550009004', 60_000);
+    await h.waitForPhase(id, 'connected', 60_000);
+    await other.stop('next test');
+  }, 180_000);
+
   it('a corrupt key shard with no backup to repair from costs the shard, not the link', async () => {
     const id = 'b-02';
     let rec = await linkOn(id, '15550009002');

@@ -1,0 +1,96 @@
+/**
+ * Several reconcilers (issue 13): three child processes with their own disks share 18 accounts
+ * (MAX_ACCOUNTS=10 each). One kill -9 per round, of the instance holding the most accounts; the
+ * figure is kill → every one of its accounts connected on another instance, minus LEASE_TTL_MS
+ * (the wait that is the lease's by design): what placement, restore from the backup and the
+ * connect governors cost. The killed instance is started again on its disk between rounds.
+ */
+import type { Firestore } from 'firebase-admin/firestore';
+import { Timestamp } from 'firebase-admin/firestore';
+import { freePort } from '../tools/dev/ports.ts';
+import { spawnReconciler, type ReconcilerProcess } from '../tools/dev/reconciler-process.ts';
+import { waitFor } from '../wa-sim/src/index.ts';
+import { type BenchSuite, type Figure, median, reconcilerEnv, withBenchEnvironment } from './suite.ts';
+
+const ACCOUNTS = Number(process.env.FLEET_BENCH_ACCOUNTS ?? 18);
+const ROUNDS = Number(process.env.FLEET_BENCH_ROUNDS ?? 3);
+const TTL_MS = 10_000;
+const INSTANCES = ['vm-a', 'vm-b', 'vm-c'];
+
+async function holders(db: Firestore): Promise<Map<string, string>> {
+  const snap = await db.collection('leases').get();
+  return new Map(snap.docs.filter((d) => d.get('holder')).map((d) => [d.id, d.get('holder') as string]));
+}
+
+async function connectedSince(db: Firestore, ids: string[], since: number, on: string[]): Promise<boolean> {
+  const [statuses, lease] = await Promise.all([db.collection('accountStatus').get(), holders(db)]);
+  return ids.every((id) => {
+    const s = statuses.docs.find((d) => d.id === id);
+    return s?.get('phase') === 'connected' && ((s.get('lastConnectedAt') as Timestamp | null)?.toMillis() ?? 0) >= since && on.includes(lease.get(id) ?? '');
+  });
+}
+
+export const fleetBench: BenchSuite = {
+  name: 'fleet',
+  needsEmulators: true,
+  run: () =>
+    withBenchEnvironment('fleet', INSTANCES.length, async ({ db, projectId, sim, dirs }) => {
+      const running = new Map<string, ReconcilerProcess>();
+      const start = async (i: number) => {
+        const env = reconcilerEnv({ projectId, sim, sessionsPath: dirs[i]!, httpPort: await freePort(), extra: { INSTANCE_ID: INSTANCES[i], MAX_ACCOUNTS: '10', LEASE_TTL_MS: String(TTL_MS), LEASE_RENEW_MS: '2000' } });
+        running.set(INSTANCES[i]!, spawnReconciler({ env }));
+      };
+      try {
+        for (let i = 0; i < INSTANCES.length; i++) await start(i);
+        const ids = Array.from({ length: ACCOUNTS }, (_, i) => `fb-${String(i + 1).padStart(2, '0')}`);
+        const now = Timestamp.now();
+        await Promise.all(ids.map((id) => db.doc(`accounts/${id}`).set({ displayName: id, desiredState: 'connected', createdAt: now, updatedAt: now, updatedBy: 'bench' })));
+        await Promise.all(
+          ids.map(async (id, i) => {
+            const qr = await waitFor(async () => (await db.doc(`accountQr/${id}`).get()).get('qr') as string | undefined, { timeoutMs: 120_000, intervalMs: 200 });
+            await sim.createPhone({ number: `1555002${String(i).padStart(4, '0')}` }).scanQr(qr);
+          }),
+        );
+        await waitFor(() => connectedSince(db, ids, 0, INSTANCES), { timeoutMs: 180_000, intervalMs: 250 });
+        const spread = [...(await holders(db)).values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
+        process.stdout.write(`   linked ${ACCOUNTS} accounts over ${INSTANCES.length} instances: ${JSON.stringify(spread)}\n`);
+
+        const failover: number[] = [];
+        const moved: number[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          const before = await holders(db);
+          const counts = [...before.values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
+          const victim = Object.entries(counts).sort((a, b) => b[1] - a[1])[0]![0];
+          const theirs = [...before.entries()].filter(([, h]) => h === victim).map(([id]) => id);
+          const others = INSTANCES.filter((i) => i !== victim);
+          // A kill right after linking can beat the first backup: nothing to restore from then.
+          await waitFor(async () => (await Promise.all(theirs.map((id) => db.doc(`sessionBackups/${id}`).get()))).every((d) => d.get('linked') === true), { timeoutMs: 60_000, intervalMs: 250 });
+          const killedAt = Date.now();
+          running.get(victim)!.child.kill('SIGKILL');
+          await running.get(victim)!.exited;
+          await waitFor(() => connectedSince(db, theirs, killedAt, others), { timeoutMs: 180_000, intervalMs: 100 }).catch(async (err: Error) => {
+            const [statuses, lease] = await Promise.all([db.collection('accountStatus').get(), holders(db)]);
+            const state = theirs.map((id) => {
+              const s = statuses.docs.find((d) => d.id === id);
+              return `${id}:${s?.get('phase')}/${s?.get('reason')}@${lease.get(id) ?? '-'}`;
+            });
+            throw new Error(`${err.message}: ${victim}'s accounts after the kill: ${state.join(' ')}\n${others.map((o) => `--- ${o}\n${running.get(o)!.tail(30)}`).join('\n')}`);
+          });
+          failover.push(Date.now() - killedAt - TTL_MS);
+          moved.push(theirs.length);
+          process.stdout.write(`   round ${round + 1}: killed ${victim} (${theirs.length} accounts) → all connected elsewhere ${Date.now() - killedAt} ms after the kill\n`);
+          await start(INSTANCES.indexOf(victim));
+          await waitFor(async () => (await db.doc(`reconcilers/${victim}`).get()).get('stoppedAt') === null && (await db.doc(`reconcilers/${victim}`).get()).get('slotsUsed') !== undefined, { timeoutMs: 60_000, intervalMs: 500 });
+        }
+        const figures: Record<string, Figure> = {
+          failoverAllConnectedMs: {
+            value: Math.round(median(failover)),
+            note: `kill -9 → every account of the killed instance connected on another, minus LEASE_TTL_MS (${TTL_MS}); median of ${ROUNDS} rounds (${failover.map((v) => Math.round(v)).join(', ')} ms; ${moved.join(', ')} accounts moved); ${ACCOUNTS} accounts on 3 instances, MAX_ACCOUNTS 10`,
+          },
+        };
+        return figures;
+      } finally {
+        await Promise.all([...running.values()].map((p) => p.stop(20_000)));
+      }
+    }),
+};
