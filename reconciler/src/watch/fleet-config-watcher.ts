@@ -7,7 +7,7 @@
  */
 import { Collections, FleetConfigDocs, FleetConfigWhatsAppDocSchema, formatZodError } from '@wafleet/contract';
 import type { WAVersion } from '@whiskeysockets/baileys';
-import { FieldPath, type DocumentSnapshot, type Firestore, type QuerySnapshot } from 'firebase-admin/firestore';
+import type { DocumentSnapshot, Firestore, QuerySnapshot } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { withTimeout } from '../util/deadline.ts';
 import { ResilientListener } from '../util/resilient-listener.ts';
@@ -40,8 +40,9 @@ export class FleetConfigWatcher {
   constructor(private readonly opts: FleetConfigWatcherOptions) {
     this.listener = new ResilientListener({
       name: 'fleetConfig',
-      // A query, not a document listener: the resilient listener supervises queries.
-      query: () => opts.db.collection(Collections.fleetConfig).where(FieldPath.documentId(), '==', FleetConfigDocs.whatsapp),
+      // The whole collection (a document per concern, a handful at most): the resilient listener
+      // supervises queries, and an unfiltered one needs no entry in the query registry.
+      query: () => opts.db.collection(Collections.fleetConfig),
       onSnapshot: (snap) => this.onSnapshot(snap),
       onError: () => {
         this.synced = false;
