@@ -164,6 +164,8 @@ export const OutboxDocSchema = z.object({
   cancelledBy: z.string().max(128).nullish(),
   /** When the message was marked failed (reconciler). */
   failedAt: TimestampSchema.nullish(),
+  /** The chat JID the message went to (a phone number's LID when WhatsApp knows one); set with `sentAt`. */
+  sentToJid: z.string().min(3).max(128).nullish(),
 });
 export type OutboxDoc = z.infer<typeof OutboxDocSchema>;
 
@@ -190,9 +192,17 @@ export function threadId(accountId: string, chatJid: string): string {
 
 export const MESSAGE_DIRECTIONS = ['inbound'] as const;
 
+/** A LID JID without a device part, e.g. `123456789012345@lid`. */
+export const LidJidSchema = z.string().min(5).max(128).regex(/^[0-9]{1,30}@lid$/, 'must be a LID (…@lid)');
+
 export const ThreadDocSchema = z.object({
   accountId: AccountIdSchema,
+  /** The JID in the thread's id: the phone-number JID when it was known at the first message, else the LID (or the group). */
   chatJid: ChatJidSchema,
+  /** The other person's phone number (E.164), once known; never removed. Absent in groups. */
+  phone: z.string().regex(/^\+[1-9][0-9]{5,14}$/).nullish(),
+  /** The other person's LID, once known; never removed. Absent in groups. */
+  lid: LidJidSchema.nullish(),
   /** The newest message's WhatsApp time (never moves backwards when an older message arrives late). */
   lastMessageAt: TimestampSchema,
   lastMessageId: z.string().min(1).max(128),
@@ -204,11 +214,16 @@ export type ThreadDoc = z.infer<typeof ThreadDocSchema>;
 
 export const ThreadMessageDocSchema = z.object({
   accountId: AccountIdSchema,
+  /** The thread's `chatJid` (whichever address this message came by; see `from`). */
   chatJid: ChatJidSchema,
+  /** The sender's phone number (E.164) in a one-to-one chat, when known. */
+  phone: z.string().regex(/^\+[1-9][0-9]{5,14}$/).nullish(),
+  /** The sender's LID in a one-to-one chat, when known. */
+  lid: LidJidSchema.nullish(),
   /** WhatsApp's message id (the document id, unless it had to be hashed). */
   waMessageId: z.string().min(1).max(256),
   direction: z.enum(MESSAGE_DIRECTIONS),
-  /** Who sent it: the chat's JID for one-to-one chats, the participant's in groups. */
+  /** Who sent it, as WhatsApp addressed it (a phone-number JID or a LID): the chat for one-to-one chats, the participant in groups. */
   from: ChatJidSchema,
   /** The sender's WhatsApp display name, as their phone sent it (may be absent). */
   fromName: z.string().max(256).nullable(),

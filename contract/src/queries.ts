@@ -50,6 +50,26 @@ export const QUERIES = {
     orderBy: [],
     usedBy: 'reconciler (receipts)',
   },
+  /** Reconciler and apps: an account's thread with one person, by phone number (E.164). */
+  threadByPhone: {
+    collection: Collections.threads,
+    where: [
+      { field: 'accountId', op: '==' },
+      { field: 'phone', op: '==' },
+    ],
+    orderBy: [],
+    usedBy: 'reconciler (inbound writer), mobile apps (docs/data-model.md, LID addressing)',
+  },
+  /** Reconciler: an account's thread with one person, by LID (`…@lid`). */
+  threadByLid: {
+    collection: Collections.threads,
+    where: [
+      { field: 'accountId', op: '==' },
+      { field: 'lid', op: '==' },
+    ],
+    orderBy: [],
+    usedBy: 'reconciler (inbound writer)',
+  },
   /** Watchdog: the statuses one (silent) reconciler instance owns. */
   statusesByOwner: {
     collection: Collections.accountStatus,

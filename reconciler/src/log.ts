@@ -64,7 +64,10 @@ const SECRET_KEY_SET = new Set(SECRET_KEYS.map((k) => k.toLowerCase()));
 // Catches the variants nobody listed: clientSecret, x-auth-token, dbPassword, …
 const SECRET_KEY_PATTERN = /secret|passw|token|privatekey|authoriz|cookie/i;
 // Values under these keys are phone numbers or JIDs even without "+" or "@": mask digit runs.
-const PHONE_KEY_PATTERN = /phone|msisdn|^pn$|jid|participant|^lid$|^user$|^number$/i;
+// (LID addressing adds Baileys' `senderAlt`/`remoteJidAlt`, `pnUser`/`lidUser`, `sender_pn`, `lids`.)
+const PHONE_KEY_PATTERN = /phone|msisdn|^pns?$|jid|participant|recipient|^lids?$|^user$|^number$|^sender(alt)?$|sender_?(pn|lid)|(latest|assigned)lid|_pn$|pnuser|liduser/i;
+// Baileys keys maps by phone number or LID user (`{ [pnUser]: lidUser, [lidUser + "_reverse"]: pnUser }`).
+const DIGIT_KEY = /^[0-9]{5,20}(_reverse)?$/;
 
 /** pino `redact` paths: each secret key at the top level and one level down. */
 export const REDACT_PATHS: readonly string[] = SECRET_KEYS.flatMap((key) => [key, `*.${key}`]);
@@ -162,8 +165,10 @@ function walkEntries(entries: Array<[string, unknown]>, depth: number, seen: Wea
       out[k] = v === undefined || v === null ? v : REDACTED;
       continue;
     }
-    const scrubbed = walk(v, depth + 1, seen, k);
-    if (scrubbed !== undefined) out[k] = scrubbed;
+    const digitKey = DIGIT_KEY.test(k);
+    // A map keyed by phone number holds LIDs (and the reverse): its values are masked too.
+    const scrubbed = walk(v, depth + 1, seen, digitKey ? 'pn' : k);
+    if (scrubbed !== undefined) out[digitKey ? k.replace(DIGIT_RUN, maskDigits) : k] = scrubbed;
   }
   return out;
 }

@@ -57,6 +57,19 @@ describe('log scrubbing', () => {
     expect(text).toContain('Bad MAC');
   });
 
+  it('masks what LID addressing logs: alternates, bare LID users and Baileys’ mapping tables', () => {
+    const { out, log } = capture();
+    // As Baileys 7 logs them (decode-wa-message.js, lid-mapping.js, process-message.js).
+    log.debug({ sender: `${PHONE}@s.whatsapp.net`, senderAlt: `${LID}@lid` }, 'Stored LID mapping from envelope');
+    log.trace({ pairMap: { [PHONE]: LID } }, 'Storing 1 pn mappings');
+    log.debug({ 'lid-mapping': { [PHONE]: LID, [`${LID}_reverse`]: PHONE } }, 'key write');
+    log.debug({ pnToLidMappings: [{ pn: PHONE, latestLid: LID, assignedLid: LID }] }, 'got lid mappings');
+    log.debug({ lids: [LID], pnUser: PHONE, lidUser: LID, sender_pn: `${PHONE}@s.whatsapp.net` }, 'misc');
+    const text = out.text;
+    expect(out.lines()).toHaveLength(5);
+    for (const needle of [PHONE, LID, '5550001001', '3456789012']) expect(text).not.toContain(needle);
+  });
+
   it('derives a scrubbed message from an error and keeps pino’s error shape', () => {
     const { out, log } = capture();
     log.error(new TypeError(`no session for ${PHONE}@s.whatsapp.net`));

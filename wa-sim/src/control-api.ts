@@ -4,7 +4,7 @@ import { SimConflictError, SimInputError, SimNotFoundError } from './errors.ts';
 import type { ConnectionEventType } from './events.ts';
 import type { InjectFaultInput } from './faults.ts';
 import type { Simulator } from './simulator.ts';
-import type { ReceiptDelays } from './world.ts';
+import type { Addressing, ReceiptDelays } from './world.ts';
 
 const MAX_BODY = 1024 * 1024;
 
@@ -81,6 +81,11 @@ function routes(sim: Simulator): Route[] {
       const b = await body();
       const u = sim.user(params['number']!);
       u.setReceiptDelays(b['default'] === true ? undefined : (b as unknown as ReceiptDelays));
+      return [200, u.info()];
+    }),
+    route('PUT', `/${prefix}/:number/addressing`, async ({ params, body }) => {
+      const u = sim.user(params['number']!);
+      u.setAddressing(str(await body(), 'mode') as Addressing);
       return [200, u.info()];
     }),
     route('POST', `/${prefix}/:number/scan`, async ({ params, body }) => [200, await sim.user(params['number']!).scanQr(str(await body(), 'qr')!)]),

@@ -4,18 +4,21 @@ import { type ClientVersionPolicy, clientVersionOf, formatVersion, versionRefusa
 import type { ClientConnection, ConnectionHandlers } from './connection.ts';
 import { ConnectionLog } from './events.ts';
 import { type Fault, FaultRegistry, IMMEDIATE_KINDS, type InjectFaultInput, targetMatches } from './faults.ts';
+import type { HistorySyncOptions } from './history-sync.ts';
 import { lidJid, pnJid } from './ids.ts';
 import { handleIq } from './iq.ts';
 import { bytesEqual } from './keys.ts';
 import { Messaging } from './messaging.ts';
 import { streamError, unixNow } from './nodes.ts';
 import { Pairing } from './pairing.ts';
-import type { ReceiptDelays, SimUser, World } from './world.ts';
+import type { LinkedDevice, ReceiptDelays, SimUser, World } from './world.ts';
 
 export type { ReceiptDelays };
 
 export interface CoreConfig {
   receiptDelays: ReceiptDelays;
+  /** What a phone sends a companion after linking it; null = no history sync. */
+  historySync: HistorySyncOptions | null;
   /** Refs per pair-device (Baileys shows one QR per ref, then ends with 408). */
   qrRefs: number;
   /** How long a phone waits for the companion's pair-device-sign before giving up. */
@@ -183,6 +186,17 @@ export class SimCore implements ConnectionHandlers {
     if (this.applyPendingImmediateFaults(conn)) return;
     const delivered = this.messaging.flushOffline(conn);
     conn.send({ tag: 'ib', attrs: {}, content: [{ tag: 'offline', attrs: { count: String(delivered) } }] });
+    // A freshly linked device gets the phone's history sync once, after its first login.
+    if (!device.historySynced) this.sendHistorySync(conn, user, device);
+  }
+
+  private sendHistorySync(conn: ClientConnection, user: SimUser, device: LinkedDevice): void {
+    this.messaging.sendHistorySync(user, device).then(
+      (sent) => {
+        if (sent) this.log.record({ type: 'history-sync', connectionId: conn.id, deviceJid: user.deviceJid(device.id), detail: `${sent.id} inline ${sent.payloadBytes} B (${sent.inflatedBytes} B inflated)` });
+      },
+      (err: unknown) => this.onError(conn, err),
+    );
   }
 
   private failLogin(conn: ClientConnection, deviceJid: string, reason: number, detail: string): void {

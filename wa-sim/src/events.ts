@@ -4,6 +4,7 @@ export type ConnectionEventType =
   | 'handshake'
   | 'login'
   | 'login-failed'
+  | 'history-sync'
   | 'register'
   | 'pair'
   | 'conflict'

@@ -6,6 +6,7 @@ import { isValidNumber, newMessageId, parseJid } from './ids.ts';
 import { takeUploadedPreKey } from './iq.ts';
 import { children, unixNow } from './nodes.ts';
 import { parseRetryReceipt, type RetryDecision, RetryPolicy, type RetryReceipt } from './retry.ts';
+import { historySyncNotification, initialBootstrap } from './history-sync.ts';
 import { yieldIfBusy } from './scheduling.ts';
 import type { PreKeyBundle } from './signal-party.ts';
 import type { LinkedDevice, SentText, SimUser } from './world.ts';
@@ -14,6 +15,17 @@ const UNACKED = 'unackedMessages';
 
 function unackedOf(conn: ClientConnection): Map<string, BinaryNode> {
   return (conn.data[UNACKED] ??= new Map<string, BinaryNode>()) as Map<string, BinaryNode>;
+}
+
+/**
+ * How a 1:1 stanza from `sender` names it (Baileys' extractAddressingContext): by phone number with
+ * the LID beside it (`sender_lid`), or, once its chats moved to LIDs, by LID with `addressing_mode`
+ * and the phone number beside it (`sender_pn`).
+ */
+export function addressingAttrs(sender: SimUser): Record<string, string> {
+  return sender.addressing === 'lid'
+    ? { from: sender.lid, addressing_mode: 'lid', sender_pn: sender.jid }
+    : { from: sender.jid, sender_lid: sender.lid };
 }
 
 function textOfMessage(message: proto.IMessage | null | undefined): string | undefined {
@@ -167,7 +179,7 @@ export class Messaging {
     }
     await Promise.all(work);
     if (conversation && conversation !== sender && reached.has(conversation)) {
-      this.scheduleReceipts(sender.deviceJid(senderDevice), conversation, id);
+      this.scheduleReceipts(sender.deviceJid(senderDevice), conversation, id, parseJid(to)?.server === 'lid');
     }
   }
 
@@ -212,12 +224,18 @@ export class Messaging {
     return recipient.receiptDelays ?? this.core.config.receiptDelays;
   }
 
-  private scheduleReceipts(senderDeviceJid: string, recipient: SimUser, id: string): void {
+  /**
+   * Receipts come from the chat as WhatsApp addresses it: the recipient's LID when the message went
+   * to its LID or the recipient's chats moved to LID addressing, else its phone number. Either way
+   * the id is the message's (Baileys matches receipts by id).
+   */
+  private scheduleReceipts(senderDeviceJid: string, recipient: SimUser, id: string, toLid: boolean): void {
     const delays = this.receiptDelays(senderDeviceJid, recipient);
     if (!delays) return;
+    const from = toLid || recipient.addressing === 'lid' ? recipient.lid : recipient.jid;
     const receipt = (type?: string): BinaryNode => ({
       tag: 'receipt',
-      attrs: { id, from: recipient.jid, t: unixNow(), ...(type ? { type } : {}) },
+      attrs: { id, from, t: unixNow(), ...(type ? { type } : {}) },
     });
     if (delays.deliveredMs === 0) this.deliver(senderDeviceJid, receipt());
     else if (delays.deliveredMs !== null) this.core.later(delays.deliveredMs, () => this.deliver(senderDeviceJid, receipt()));
@@ -397,9 +415,35 @@ export class Messaging {
   ): void {
     this.deliver(target.deviceJid(deviceId), {
       tag: 'message',
-      attrs: { from: sender.jid, id: entry.id, t: String(entry.t), type: 'text', notify: sender.name, sender_lid: sender.lid },
+      attrs: { ...addressingAttrs(sender), id: entry.id, t: String(entry.t), type: 'text', notify: sender.name },
       content: [{ tag: 'enc', attrs: { v: '2', type, ...encAttrs }, content: ciphertext }],
     });
+  }
+
+  /**
+   * The phone's history sync to a device it just linked (history-sync.ts): a peer message from the
+   * phone's own JID (`category="peer"`), encrypted on the phone's Signal session with that device.
+   * Sent once per link, after the device's first login; queued like any message while it is offline.
+   */
+  async sendHistorySync(phone: SimUser, device: LinkedDevice): Promise<{ id: string; payloadBytes: number; inflatedBytes: number } | null> {
+    const options = this.core.config.historySync;
+    if (!options || device.historySynced) return null;
+    device.historySynced = true;
+    this.core.markDirty();
+    const contacts = this.core.world.users().filter((u) => u !== phone && u.kind === 'contact');
+    const { message, payloadBytes, inflatedBytes } = historySyncNotification(initialBootstrap(phone, contacts, options));
+    const address = `${phone.number}.${device.id}`;
+    const { type, ciphertext } = await this.withLock(`${phone.number}>${address}`, async () => {
+      if (!phone.signal.hasSession(address)) await phone.signal.initOutgoing(address, this.serverBundle(device));
+      return phone.signal.encrypt(address, encodeWAMessage(message));
+    });
+    const id = newMessageId();
+    this.deliver(phone.deviceJid(device.id), {
+      tag: 'message',
+      attrs: { from: phone.jid, id, t: unixNow(), type: 'text', category: 'peer', push_priority: 'high_force' },
+      content: [{ tag: 'enc', attrs: { v: '2', type }, content: ciphertext }],
+    });
+    return { id, payloadBytes, inflatedBytes };
   }
 
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -267,6 +267,7 @@ export class Pairing {
       keyIndex: pending.keyIndex,
       platform: reg.platform,
       linkedAt: Date.now(),
+      historySynced: false,
     });
     for (const ref of reg.refs) this.refs.delete(ref);
     delete conn.data[REG];

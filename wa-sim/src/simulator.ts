@@ -13,7 +13,8 @@ import { isValidNumber, lidJid, parseJid } from './ids.ts';
 import { b64, type KeyPair, keyPairFromJSON, keyPairToJSON, newKeyPair } from './keys.ts';
 import { DebouncedWriter, readJsonIfExists, writeJsonAtomic } from './state-file.ts';
 import { waitFor } from './wait-for.ts';
-import { type ReceiptDelays, type ReceivedMessage, type SentText, type SimUser, type UserKind, World, type WorldJSON } from './world.ts';
+import { DEFAULT_HISTORY_SYNC, type HistorySyncOptions } from './history-sync.ts';
+import { type Addressing, type ReceiptDelays, type ReceivedMessage, type SentText, type SimUser, type UserKind, World, type WorldJSON } from './world.ts';
 
 export interface SimulatorOptions {
   /** Interface for both listeners; default 127.0.0.1. */
@@ -36,6 +37,11 @@ export interface SimulatorOptions {
   minClientVersion?: ClientVersion | null;
   /** Client versions refused with 405, whatever the minimum. */
   deniedClientVersions?: ClientVersion[];
+  /**
+   * The history sync a phone sends a device after linking it (phone↔LID mappings and chats, see
+   * history-sync.ts); false = none. Default: 40 messages per chat, at most 200 chats.
+   */
+  historySync?: Partial<HistorySyncOptions> | false;
 }
 
 interface StateFileJSON {
@@ -63,6 +69,7 @@ export interface UserInfo {
   name: string;
   jid: string;
   lid: string;
+  addressing: Addressing;
   linkedDevices: LinkedDeviceInfo[];
   received: number;
   sent: number;
@@ -148,6 +155,21 @@ export class SimulatedUser {
     return this.sim.core.messaging.redeliver(this.user, id);
   }
 
+  /** How WhatsApp addresses this user's messages and receipts to accounts: `pn` (default) or `lid`. */
+  get addressing(): Addressing {
+    return this.user.addressing;
+  }
+
+  /**
+   * Moves this user's chats to LID addressing (or back): from now on its messages arrive
+   * `from="<lid>@lid"` with `addressing_mode="lid"` and `sender_pn`, and its receipts come from its LID.
+   */
+  setAddressing(mode: Addressing): void {
+    if (mode !== 'pn' && mode !== 'lid') throw new SimInputError(`addressing must be "pn" or "lid", got ${JSON.stringify(mode)}`);
+    this.user.addressing = mode;
+    this.sim.core.markDirty();
+  }
+
   /** Receipt timing for messages this user receives; undefined = simulator default. */
   setReceiptDelays(delays: ReceiptDelays | undefined): void {
     this.user.receiptDelays = delays ? validateDelays(delays) : undefined;
@@ -161,6 +183,7 @@ export class SimulatedUser {
       name: this.name,
       jid: this.jid,
       lid: this.lid,
+      addressing: this.addressing,
       linkedDevices: this.linkedDevices(),
       received: this.user.received.length,
       sent: this.user.sent.size,
@@ -214,6 +237,7 @@ export class Simulator {
       qrRefs: options.qrRefs ?? 6,
       pairTimeoutMs: options.pairTimeoutMs ?? 15_000,
       clientVersions: validateClientVersionPolicy({ minVersion: options.minClientVersion ?? null, deniedVersions: options.deniedClientVersions ?? [] }),
+      historySync: options.historySync === false ? null : { ...DEFAULT_HISTORY_SYNC, ...options.historySync },
     };
     this.core = new SimCore(world, issueCertChain(root), config, () => writer?.markDirty());
     world.onChange = () => writer?.markDirty();

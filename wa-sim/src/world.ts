@@ -7,6 +7,12 @@ export const MAX_LINKED_DEVICES = 4;
 
 export type UserKind = 'phone' | 'contact';
 
+/**
+ * How WhatsApp addresses this user to others: by phone number (`…@s.whatsapp.net`, with
+ * `sender_lid`) or, once the user's chats moved to LIDs, by LID (`…@lid`, with `sender_pn`).
+ */
+export type Addressing = 'pn' | 'lid';
+
 export interface ReceiptDelays {
   /** Delay before the delivery receipt; null = never sent. */
   deliveredMs: number | null;
@@ -28,6 +34,8 @@ export interface LinkedDevice {
   platform: string;
   linkedAt: number;
   lastLoginAt?: number;
+  /** Whether the phone already sent this device its initial history sync (once per link). */
+  historySynced: boolean;
 }
 
 export interface ReceivedMessage {
@@ -73,9 +81,13 @@ export interface SimUserJSON {
     platform: string;
     linkedAt: number;
     lastLoginAt?: number;
+    /** Absent in older state files: those devices were linked before history sync existed here. */
+    historySynced?: boolean;
   }>;
   sent: SentText[];
   receiptDelays?: ReceiptDelays;
+  /** Absent: `pn`. */
+  addressing?: Addressing;
 }
 
 /** A WhatsApp user: a phone number, its primary device's Signal identity, and its linked devices. */
@@ -87,6 +99,8 @@ export class SimUser {
   nextKeyIndex = 1;
   /** Overrides the simulator-wide receipt delays for messages this user receives. */
   receiptDelays: ReceiptDelays | undefined;
+  /** How this user's messages and receipts are addressed to accounts (see Addressing). */
+  addressing: Addressing = 'pn';
 
   constructor(
     readonly number: string,
@@ -133,9 +147,11 @@ export class SimUser {
         platform: d.platform,
         linkedAt: d.linkedAt,
         ...(d.lastLoginAt ? { lastLoginAt: d.lastLoginAt } : {}),
+        historySynced: d.historySynced,
       })),
       sent: [...this.sent.values()],
       ...(this.receiptDelays ? { receiptDelays: this.receiptDelays } : {}),
+      ...(this.addressing !== 'pn' ? { addressing: this.addressing } : {}),
     };
   }
 
@@ -161,10 +177,12 @@ export class SimUser {
         platform: d.platform,
         linkedAt: d.linkedAt,
         ...(d.lastLoginAt ? { lastLoginAt: d.lastLoginAt } : {}),
+        historySynced: d.historySynced ?? true,
       });
     }
     for (const s of json.sent) user.sent.set(s.id, s);
     user.receiptDelays = json.receiptDelays;
+    user.addressing = json.addressing === 'lid' ? 'lid' : 'pn';
     return user;
   }
 }

@@ -61,6 +61,9 @@ const StoredSchema = z.object({ stored: z.object({ accountId: z.string().min(1),
 const EntrySchema = z.object({
   accountId: z.string().min(1),
   chatJid: z.string().min(1),
+  // Absent in entries journaled before LID addressing: the writer then knows only chatJid.
+  pnJid: z.string().min(1).nullish(),
+  lidJid: z.string().min(1).nullish(),
   waId: z.string().min(1),
   from: z.string().min(1),
   fromName: z.string().nullable(),
@@ -93,6 +96,8 @@ export function encodeEntry(msg: InboundMessage): string {
   const json = JSON.stringify({
     accountId: msg.accountId,
     chatJid: msg.chatJid,
+    ...(msg.pnJid ? { pnJid: msg.pnJid } : {}),
+    ...(msg.lidJid ? { lidJid: msg.lidJid } : {}),
     waId: msg.waId,
     from: msg.from,
     fromName: msg.fromName,

@@ -1,9 +1,14 @@
 /** What the writer stores and the journal keeps for one inbound text message. */
-import { jidNormalizedUser, type WAMessage } from '@whiskeysockets/baileys';
+import { isLidUser, isPnUser, jidNormalizedUser, type WAMessage } from '@whiskeysockets/baileys';
 
 export interface InboundMessage {
   accountId: string;
+  /** The chat as WhatsApp addressed this message (a phone-number JID, a LID or a group), no device part. */
   chatJid: string;
+  /** The one-to-one chat's phone-number JID, when known (the chat itself, or its alternate address). */
+  pnJid?: string | null;
+  /** The one-to-one chat's LID, when known. */
+  lidJid?: string | null;
   waId: string;
   from: string;
   fromName: string | null;
@@ -37,6 +42,7 @@ export function toInbound(accountId: string, m: Pick<WAMessage, 'key' | 'message
   return {
     accountId,
     chatJid,
+    ...chatAddresses(chatJid, key.remoteJidAlt),
     waId: key.id,
     from: key.participant ? jidNormalizedUser(key.participant) : chatJid,
     fromName: m.pushName ? m.pushName.slice(0, 256) : null,
@@ -44,4 +50,23 @@ export function toInbound(accountId: string, m: Pick<WAMessage, 'key' | 'message
     sentAtMs: ts > 0 ? ts * 1000 : now,
     handedOverAt: now,
   };
+}
+
+/**
+ * The phone-number JID and LID of a one-to-one chat from what the message carries: the chat as
+ * addressed and Baileys' `remoteJidAlt` (WhatsApp's `sender_pn` on a LID-addressed message,
+ * `sender_lid` on a phone-number one). Groups and anything else: neither.
+ */
+export function chatAddresses(chatJid: string, alt: string | null | undefined): { pnJid: string | null; lidJid: string | null } {
+  const other = alt ? jidNormalizedUser(alt) : null;
+  if (isPnUser(chatJid)) return { pnJid: chatJid, lidJid: other && isLidUser(other) ? other : null };
+  if (isLidUser(chatJid)) return { pnJid: other && isPnUser(other) ? other : null, lidJid: chatJid };
+  return { pnJid: null, lidJid: null };
+}
+
+/** `15550001@s.whatsapp.net` → `+15550001` (the E.164 the data model stores), or null for anything else. */
+export function phoneOfJid(pnJid: string | null | undefined): string | null {
+  if (!pnJid || !isPnUser(pnJid)) return null;
+  const user = jidNormalizedUser(pnJid).split('@')[0] ?? '';
+  return /^[1-9]\d{5,14}$/.test(user) ? `+${user}` : null;
 }

@@ -13,20 +13,33 @@
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { Collections, Subcollections, threadId } from '@wafleet/contract';
-import type { WAMessage, WASocket } from '@whiskeysockets/baileys';
-import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
+import { buildQuery, Collections, Subcollections, threadId } from '@wafleet/contract';
+import { isLidUser, isPnUser, jidNormalizedUser, type WASocket } from '@whiskeysockets/baileys';
+import { FieldValue, Timestamp, type DocumentReference, type DocumentSnapshot, type Firestore, type Transaction } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
 import { withTimeout } from '../util/deadline.ts';
 import { KeyedRetryQueue } from '../util/keyed-retry-queue.ts';
 import { captureDecrypted } from './inbound-capture.ts';
 import { InboundJournal, JOURNAL_DIR } from './inbound-journal.ts';
-import { toInbound, type InboundMessage } from './inbound-message.ts';
+import { phoneOfJid, toInbound, type InboundMessage } from './inbound-message.ts';
 
 
 const DAY_MS = 86_400_000;
 const SAFE_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+/**
+ * The JIDs a message's thread may be keyed by, preferred first. The canonical thread of a
+ * one-to-one chat is keyed by the person's phone-number JID whenever the phone number is known,
+ * so an app finds it from the number alone (`threadId(accountId, "<digits>@s.whatsapp.net")`),
+ * whichever address WhatsApp used. A thread created while only the LID was known keeps its LID id
+ * for good (ids never change): once the number becomes known it is found by its LID (second
+ * candidate) and gains `phone`. Groups and other chats: their JID.
+ */
+export function threadCandidates(msg: Pick<InboundMessage, 'chatJid' | 'pnJid' | 'lidJid'>): string[] {
+  const out = [msg.pnJid, msg.lidJid].filter((j): j is string => !!j);
+  return out.length > 0 ? [...new Set(out)] : [msg.chatJid];
+}
 
 /** The document id of a WhatsApp message id: itself when Firestore-safe, else a hash of it. */
 export function messageDocId(waId: string): string {
@@ -81,12 +94,30 @@ export class InboundWriter {
   attach(accountId: string, sock: WASocket, isOwnSend: (waId: string) => boolean): void {
     const decrypted = new Map<string, InboundMessage>();
     let closed = false;
+    // The other address of a one-to-one chat, when the message did not carry it: Baileys' LID
+    // mappings (history sync, earlier messages, usync), which persist with the auth state.
+    const complete = async (msg: InboundMessage): Promise<InboundMessage> => {
+      if (!msg.pnJid === !msg.lidJid) return msg;
+      try {
+        const mapping = sock.signalRepository.lidMapping;
+        if (msg.lidJid) {
+          const pn = await withTimeout(mapping.getPNForLID(msg.lidJid), 5_000, 'LID mapping lookup');
+          return pn && isPnUser(pn) ? { ...msg, pnJid: jidNormalizedUser(pn) } : msg;
+        }
+        const lid = await withTimeout(mapping.getLIDForPN(msg.pnJid!), 5_000, 'LID mapping lookup');
+        return lid && isLidUser(lid) ? { ...msg, lidJid: jidNormalizedUser(lid) } : msg;
+      } catch {
+        // Stored with what the message carried; the thread is still found by the address it has.
+        return msg;
+      }
+    };
+    const store = (msg: InboundMessage) => void complete(msg).then((m) => this.enqueue(m));
     const recover = (id: string) => {
       const msg = decrypted.get(id);
       if (!msg) return;
       decrypted.delete(id);
       this.log.warn({ accountId, waId: id }, 'storing an inbound message Baileys dropped when the connection closed before its receipt');
-      void this.enqueue({ ...msg, recovered: true });
+      store({ ...msg, recovered: true });
     };
     const capturing = captureDecrypted(accountId, sock, isOwnSend, (msg) => {
       this.journal.record(msg);
@@ -110,7 +141,7 @@ export class InboundWriter {
           continue;
         }
         if (!captured) this.journal.record(msg);
-        void this.enqueue(msg);
+        store(msg);
       }
     });
     sock.ev.on('connection.update', ({ connection }) => {
@@ -131,25 +162,54 @@ export class InboundWriter {
       this.metrics.result(!stored ? 'duplicate' : msg.recovered ? 'recovered' : 'stored');
       if (stored) this.metrics.stored(Date.now() - msg.handedOverAt);
     };
-    return this.queue.enqueue(threadId(msg.accountId, msg.chatJid), write, { accountId: msg.accountId }).then((landed) => {
+    // One queue per person (phone number first), so the two addresses of one chat never race.
+    return this.queue.enqueue(threadId(msg.accountId, msg.pnJid ?? msg.lidJid ?? msg.chatJid), write, { accountId: msg.accountId }).then((landed) => {
       if (landed) this.journal.stored(msg.accountId, msg.waId);
       // Still journaled: the next start stores it.
       else this.log.warn({ accountId: msg.accountId, waId: msg.waId }, 'inbound message not stored before shutdown; it stays journaled');
     });
   }
 
+  /**
+   * The thread a message belongs to (see threadCandidates): the first candidate that exists, else
+   * the thread that already carries the chat's LID or phone number, else a new one at the first
+   * candidate. Read inside the transaction, so the choice and the write are one.
+   */
+  private async threadOf(tx: Transaction, msg: InboundMessage): Promise<{ ref: DocumentReference; snap: DocumentSnapshot; chatJid: string }> {
+    const threads = this.db.collection(Collections.threads);
+    const candidates = threadCandidates(msg);
+    const refs = candidates.map((jid) => threads.doc(threadId(msg.accountId, jid)));
+    const snaps = await Promise.all(refs.map((r) => tx.get(r)));
+    const found = snaps.findIndex((s) => s.exists);
+    if (found >= 0) return { ref: refs[found]!, snap: snaps[found]!, chatJid: candidates[found]! };
+    // A thread under another id that already knows this person (e.g. keyed by LID before the
+    // phone number was known): equality filters only, served by Firestore's single-field indexes.
+    const phone = phoneOfJid(msg.pnJid);
+    for (const [field, value] of [['lid', msg.lidJid], ['phone', phone]] as const) {
+      if (!value) continue;
+      const q = await tx.get(buildQuery(threads, field === 'lid' ? 'threadByLid' : 'threadByPhone', [msg.accountId, value]).limit(1));
+      const doc = q.docs[0];
+      if (doc) return { ref: doc.ref, snap: doc, chatJid: (doc.get('chatJid') as string | undefined) ?? doc.id.slice(doc.id.lastIndexOf('__') + 2) };
+    }
+    return { ref: refs[0]!, snap: snaps[0]!, chatJid: candidates[0]! };
+  }
+
   /** Creates the message document if absent; true when it did. */
   private write(msg: InboundMessage): Promise<boolean> {
-    const threadRef = this.db.collection(Collections.threads).doc(threadId(msg.accountId, msg.chatJid));
-    const msgRef = threadRef.collection(Subcollections.threadMessages).doc(messageDocId(msg.waId));
     const expireAt = this.retentionDays > 0 ? Timestamp.fromMillis(Date.now() + this.retentionDays * DAY_MS) : null;
+    const phone = phoneOfJid(msg.pnJid);
+    const lid = msg.lidJid ?? null;
     return this.db.runTransaction(async (tx) => {
-      const [existing, thread] = await Promise.all([tx.get(msgRef), tx.get(threadRef)]);
+      const { ref: threadRef, snap: thread, chatJid } = await this.threadOf(tx, msg);
+      const msgRef = threadRef.collection(Subcollections.threadMessages).doc(messageDocId(msg.waId));
+      const existing = await tx.get(msgRef);
       if (existing.exists) return false;
       const sentAt = Timestamp.fromMillis(msg.sentAtMs);
       tx.create(msgRef, {
         accountId: msg.accountId,
-        chatJid: msg.chatJid,
+        chatJid,
+        ...(phone ? { phone } : {}),
+        ...(lid ? { lid } : {}),
         waMessageId: msg.waId,
         direction: 'inbound',
         from: msg.from,
@@ -165,7 +225,10 @@ export class InboundWriter {
         threadRef,
         {
           accountId: msg.accountId,
-          chatJid: msg.chatJid,
+          chatJid,
+          // Added once known, never removed: the thread keeps its id when WhatsApp switches addressing.
+          ...(phone ? { phone } : {}),
+          ...(lid ? { lid } : {}),
           ...(newer || !thread.exists ? { lastMessageAt: sentAt, lastMessageId: msg.waId } : {}),
           updatedAt: FieldValue.serverTimestamp(),
           // The thread lives as long as its newest message.

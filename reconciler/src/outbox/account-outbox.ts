@@ -12,7 +12,7 @@
  * "sent" waits for the `<ack class="message">` frame itself (Baileys ignores a plain ack).
  */
 import { recipientToJid, type OutboxDoc, type OutboxStatus, type ClaimOwner } from '@wafleet/contract';
-import type { BinaryNode, WAMessageUpdate, WASocket } from '@whiskeysockets/baileys';
+import { isLidUser, isPnUser, jidNormalizedUser, type BinaryNode, type WAMessageUpdate, type WASocket } from '@whiskeysockets/baileys';
 import { Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { StaleOwnerError } from '../lease/lease-manager.ts';
@@ -47,7 +47,7 @@ export interface AccountOutboxDeps {
 }
 
 type Claimed = Extract<ClaimResult, { kind: 'claimed' }>;
-type AckResult = { ok: true; atMs: number } | { ok: false; failure: SendFailure };
+type AckResult = { ok: true; atMs: number; sentToJid?: string } | { ok: false; failure: SendFailure };
 
 /** Baileys' WAMessageStatus values for receipts of our own messages. */
 const DELIVERY_ACK = 3;
@@ -333,18 +333,31 @@ export class AccountOutbox {
     return status === 'queued' ? { nextAttemptAt: Timestamp.fromMillis(at) } : { leaseUntil: Timestamp.fromMillis(at) };
   }
 
-  private async attempt(sock: WASocket, doc: OutboxDoc, waId: string): Promise<AckResult> {
-    const jid = recipientToJid(doc.to);
-    if (jid.endsWith('@s.whatsapp.net') && !this.onWhatsApp.has(jid)) {
+  /**
+   * The chat to send `to` to. A phone number must be on WhatsApp; it is then sent to the person's
+   * LID when Baileys knows it (history sync, their messages, usync: the address WhatsApp itself
+   * uses for them), else to the phone-number JID. A JID is used as given.
+   */
+  private async chatFor(sock: WASocket, to: string): Promise<string> {
+    const jid = recipientToJid(to);
+    if (!isPnUser(jid)) return jid;
+    if (!this.onWhatsApp.has(jid)) {
       const [found] = (await withTimeout(sock.onWhatsApp(jid), this.d.ackTimeoutMs, 'recipient lookup')) ?? [];
       if (!found?.exists) throw new SendFailureError(failures.notOnWhatsApp());
       this.onWhatsApp.add(jid);
     }
+    const lid = await withTimeout(sock.signalRepository.lidMapping.getLIDForPN(jid), this.d.ackTimeoutMs, 'LID lookup').catch(() => null);
+    return lid && isLidUser(lid) ? jidNormalizedUser(lid) : jid;
+  }
+
+  private async attempt(sock: WASocket, doc: OutboxDoc, waId: string): Promise<AckResult> {
+    const jid = await this.chatFor(sock, doc.to);
     // The waiter exists before the bytes leave: the ack can beat sendMessage's own promise.
     const acked = new Promise<AckResult>((resolve) => this.ackWaiters.set(waId, resolve));
     try {
       await withTimeout(sock.sendMessage(jid, { text: doc.text }, { messageId: waId }), this.d.ackTimeoutMs, 'sendMessage');
-      return await withTimeout(acked, this.d.ackTimeoutMs, 'server ack').catch(() => ({ ok: false as const, failure: failures.ackTimeout(this.d.ackTimeoutMs) }));
+      const result = await withTimeout(acked, this.d.ackTimeoutMs, 'server ack').catch(() => ({ ok: false as const, failure: failures.ackTimeout(this.d.ackTimeoutMs) }));
+      return result.ok ? { ...result, sentToJid: jid } : result;
     } finally {
       this.ackWaiters.delete(waId);
     }
@@ -366,7 +379,7 @@ export class AccountOutbox {
     if (outcome.ok) {
       this.pending.delete(messageId);
       this.settling.add(messageId);
-      this.writer.submit({ kind: 'progress', messageId, sentAtMs: outcome.atMs })
+      this.writer.submit({ kind: 'progress', messageId, sentAtMs: outcome.atMs, ...(outcome.sentToJid ? { sentToJid: outcome.sentToJid } : {}) })
         .then(
           // Counted even when a receipt recorded it first (the ack op then changes nothing).
           (res) => ACCEPTED.has(res.status) && metrics.sent(res.createdAtMs ? Date.now() - res.createdAtMs : null),

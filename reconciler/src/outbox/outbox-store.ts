@@ -19,7 +19,7 @@ export type ReceiptKind = 'delivered' | 'read';
 /** What happened to a claimed message, to be recorded by the account's writer. */
 export type OutboxOp =
   /** The server's ack (`sentAtMs`) and/or receipts; each time is kept once, the status only moves forward. */
-  | { kind: 'progress'; messageId: string; sentAtMs?: number; deliveredAtMs?: number; readAtMs?: number }
+  | { kind: 'progress'; messageId: string; sentAtMs?: number; deliveredAtMs?: number; readAtMs?: number; sentToJid?: string }
   /** A retryable failure: back to `queued`, due at `nextAttemptAtMs`, with the last error for people. */
   | { kind: 'requeue'; messageId: string; nextAttemptAtMs: number; failure: SendFailure }
   /** Final failure, from `queued` or `sending` only (a message WhatsApp accepted is never failed). */
@@ -173,6 +173,7 @@ function applyOp(doc: OutboxDoc, op: OutboxOp, owner: ClaimOwner): Record<string
       if (!doc.sentAt && acceptedAt !== undefined) patch['sentAt'] = Timestamp.fromMillis(acceptedAt);
       if (op.deliveredAtMs !== undefined && !doc.deliveredAt) patch['deliveredAt'] = Timestamp.fromMillis(op.deliveredAtMs);
       if (op.readAtMs !== undefined && !doc.readAt) patch['readAt'] = Timestamp.fromMillis(op.readAtMs);
+      if (op.sentToJid !== undefined && doc.sentToJid !== op.sentToJid) patch['sentToJid'] = op.sentToJid;
       const target: OutboxStatus = op.readAtMs !== undefined ? 'read' : op.deliveredAtMs !== undefined ? 'delivered' : 'sent';
       if (OUTBOX_PROGRESS[doc.status] < OUTBOX_PROGRESS[target]) {
         if (doc.status === 'queued' || doc.status === 'sending') Object.assign(patch, { leaseUntil: null, nextAttemptAt: null, error: null });

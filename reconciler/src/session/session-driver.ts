@@ -5,7 +5,7 @@
  * but receives nothing). It decides nothing about policy: the session supervisor does.
  */
 import { Boom } from '@hapi/boom';
-import makeWASocket, { Browsers, makeCacheableSignalKeyStore, type AuthenticationCreds, type ConnectionState, type WASocket, type WAVersion } from '@whiskeysockets/baileys';
+import makeWASocket, { Browsers, makeCacheableSignalKeyStore, proto, type AuthenticationCreds, type ConnectionState, type WASocket, type WAVersion } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import type { AccountAuthState } from '../store/auth-state.ts';
 import { commitDecryptsAfterJournal, signalDecryptRollback } from './decrypt-commit.ts';
@@ -73,6 +73,24 @@ export interface SessionDriverOptions {
 
 type DriverState = 'idle' | 'connecting' | 'open' | 'closed';
 
+const { INITIAL_BOOTSTRAP, PUSH_NAME, NON_BLOCKING_DATA } = proto.HistorySync.HistorySyncType;
+
+/**
+ * Which history sync chunks Baileys processes: those that carry phone↔LID mappings (and push
+ * names) without a stream of chat history to wait for. In Baileys 7 (Utils/history.js,
+ * Utils/process-message.js) every processed chunk's `phoneNumberToLidMappings` and per-chat
+ * `lidJid`/`pnJid` go into the `lid-mapping` keys; INITIAL_BOOTSTRAP, the first chunk after a link,
+ * holds the mappings of the account's recent chats. Its chat history is decoded and emitted as
+ * `messaging-history.set`, which nothing here listens to, so it is garbage at once: chats are not
+ * kept. RECENT, FULL and ON_DEMAND (the bulk of the history) are not downloaded at all. Because
+ * RECENT is off, Baileys does not buffer events for 20 s waiting for history after a first link
+ * (Socket/chats.js, AwaitingInitialSync); because not every type is off, it does not warn "DANGER:
+ * disabling all sync" (Socket/socket.js).
+ */
+export function syncMappingsOnly({ syncType }: proto.Message.IHistorySyncNotification): boolean {
+  return syncType === INITIAL_BOOTSTRAP || syncType === PUSH_NAME || syncType === NON_BLOCKING_DATA;
+}
+
 /** Whether credentials belong to a device that completed linking (a QR or code was accepted). */
 export function credsAreLinked(creds: AuthenticationCreds): boolean {
   return Boolean(creds.registered || creds.account || creds.me?.lid);
@@ -118,8 +136,7 @@ export class SessionDriver {
       printQRInTerminal: false,
       markOnlineOnConnect: false,
       syncFullHistory: false,
-      // History sync would buffer events for 20 s after a first link and grow memory with history.
-      shouldSyncHistoryMessage: () => false,
+      shouldSyncHistoryMessage: syncMappingsOnly,
       fireInitQueries: true,
       generateHighQualityLinkPreview: false,
       connectTimeoutMs: timeouts.connectTimeoutMs,

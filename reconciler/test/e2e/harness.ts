@@ -35,17 +35,25 @@ export interface Harness {
   waitForPhase(id: string, phase: string | ((s: Record<string, unknown>) => boolean), timeoutMs?: number): Promise<Record<string, unknown>>;
   /** The reconciler's last log lines that name `accountId` (all lines if undefined), for failure messages. */
   recentLog(accountId?: string, lines?: number): string;
+  /** Every log line since the harness started that matches `pattern` (all of them, not only recent ones). */
+  logLinesMatching(pattern: RegExp): string[];
   close(): Promise<void>;
 }
 
 /** Keeps the last lines a logger wrote, to explain a timed-out wait. */
 class LogRecorder {
   private readonly lines: string[] = [];
+  /** Warnings and errors are few: all of them are kept, for assertions over the whole run. */
+  private readonly warnings: string[] = [];
   constructor(private readonly echo: boolean) {}
   write(line: string): void {
     this.lines.push(line.trimEnd());
     if (this.lines.length > 2000) this.lines.splice(0, 500);
+    if (/"level":"(warn|error|fatal)"/.test(line) && this.warnings.length < 100_000) this.warnings.push(line.trimEnd());
     if (this.echo) process.stdout.write(line);
+  }
+  matching(pattern: RegExp): string[] {
+    return [...new Set([...this.warnings, ...this.lines])].filter((l) => pattern.test(l));
   }
   recent(accountId: string | undefined, n = 40): string {
     const needle = accountId === undefined ? null : `"accountId":"${accountId}"`;
@@ -79,6 +87,7 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
     db,
     projectId,
     recentLog: (accountId, lines) => recorder.recent(accountId, lines),
+    logLinesMatching: (pattern) => recorder.matching(pattern),
     async newSessionsDir() {
       const dir = await mkdtemp(path.join(tmpdir(), 'wafleet-e2e-'));
       dirs.push(dir);

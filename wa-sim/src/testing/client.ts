@@ -66,7 +66,8 @@ export function connectClient(wsUrl: string, auth: AuthenticationState, opts: Cl
     connectTimeoutMs: t.connectTimeoutMs,
     defaultQueryTimeoutMs: t.defaultQueryTimeoutMs,
     qrTimeout: t.qrTimeout,
-    // The simulator sends no history; don't wait 20 s for it on the first connection.
+    // The simulator's history sync after linking is ignored here (pass `extra.shouldSyncHistoryMessage`
+    // to process it), and Baileys does not wait 20 s for history on the first connection.
     shouldSyncHistoryMessage: () => false,
     markOnlineOnConnect: false,
     syncFullHistory: false,
