@@ -9,7 +9,7 @@ import { Timestamp } from 'firebase-admin/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers.ts';
 import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
-import { spawnReconciler, type ReconcilerProcess } from './process.ts';
+import { killAll, spawnReconciler, type ReconcilerProcess } from './process.ts';
 
 const MAX = 5;
 const instances = ['vm-a', 'vm-b', 'vm-c'] as const;
@@ -31,16 +31,10 @@ beforeAll(async () => {
   for (const id of instances) dirs.set(id, await h.newSessionsDir());
 }, 60_000);
 afterAll(async () => {
-  for (const p of running.values()) p.kill('SIGKILL');
-  await Promise.all([...running.values()].map((p) => p.exited));
+  await killAll(running.values());
   await h.close();
 });
 
-/** Lease holder of every account that has one. */
-async function holders(): Promise<Map<string, string>> {
-  const snap = await h.db.collection('leases').get();
-  return new Map(snap.docs.filter((d) => d.get('holder')).map((d) => [d.id, d.get('holder') as string]));
-}
 
 function countBy(m: Map<string, string>): Record<string, number> {
   const out: Record<string, number> = {};
@@ -52,7 +46,7 @@ async function connectedOn(accounts: string[], since: number, allowed: readonly 
   let last = '';
   await waitFor(
     async () => {
-      const [snap, lease] = await Promise.all([h.db.collection('accountStatus').get(), holders()]);
+      const [snap, lease] = await Promise.all([h.db.collection('accountStatus').get(), h.leaseHolders()]);
       const ok = snap.docs.filter((d) => accounts.includes(d.id) && d.get('phase') === 'connected' && (d.get('lastConnectedAt') as Timestamp | null)?.toMillis()! >= since && allowed.includes(lease.get(d.id) ?? ''));
       last = JSON.stringify(snap.docs.filter((d) => accounts.includes(d.id)).map((d) => `${d.id}:${d.get('phase')}/${d.get('reason')}@${lease.get(d.id)}`));
       return ok.length === accounts.length;
@@ -61,7 +55,7 @@ async function connectedOn(accounts: string[], since: number, allowed: readonly 
   ).catch((err: Error) => {
     throw new Error(`${err.message}; last: ${last}\n${[...running.entries()].map(([id, p]) => `--- ${id}\n${p.output().split('\n').filter((l) => !l.includes('"component":"baileys"')).slice(-30).join('\n')}`).join('\n')}`);
   });
-  return holders();
+  return h.leaseHolders();
 }
 
 describe('three reconcilers, MAX_ACCOUNTS=5 each', () => {
@@ -86,7 +80,7 @@ describe('three reconcilers, MAX_ACCOUNTS=5 each', () => {
   }, 240_000);
 
   it('kill -9 of one instance: its accounts connect on the others from their backups, with no QR and never two connections per device', async () => {
-    const before = await holders();
+    const before = await h.leaseHolders();
     const victim = Object.entries(countBy(before)).sort((a, b) => b[1] - a[1])[0]![0];
     const moved = [...before.entries()].filter(([, holder]) => holder === victim).map(([id]) => id);
     const survivors = instances.filter((i) => i !== victim);
@@ -115,7 +109,7 @@ describe('three reconcilers, MAX_ACCOUNTS=5 each', () => {
     start(victim);
     await scanPublishedQr(h, 'f-11', phoneOf('f-11'), 90_000);
     await connectedOn(['f-11'], backAt, [victim]);
-    const final = await holders();
+    const final = await h.leaseHolders();
     for (const id of moved) expect(final.get(id)).toBe(after.get(id));
     await waitFor(async () => (await h.db.doc('incidents/fleet__CapacityExceeded').get()).get('open') === false, { timeoutMs: 30_000, label: 'CapacityExceeded resolved' });
     expect(h.sim.totalConflicts()).toBe(0);

@@ -32,6 +32,8 @@ export interface Harness {
   newSessionsDir(): Promise<string>;
   createAccount(id: string, fields?: Record<string, unknown>): Promise<void>;
   status(id: string): Promise<Record<string, unknown> | undefined>;
+  /** The lease holder of every account that has one. */
+  leaseHolders(): Promise<Map<string, string>>;
   waitForPhase(id: string, phase: string | ((s: Record<string, unknown>) => boolean), timeoutMs?: number): Promise<Record<string, unknown>>;
   /** The reconciler's last log lines that name `accountId` (all lines if undefined), for failure messages. */
   recentLog(accountId?: string, lines?: number): string;
@@ -124,6 +126,10 @@ export async function startHarness(name: string, simOptions: SimulatorOptions = 
     },
     async status(id) {
       return (await db.doc(`accountStatus/${id}`).get()).data();
+    },
+    async leaseHolders() {
+      const snap = await db.collection('leases').get();
+      return new Map(snap.docs.filter((d) => d.get('holder')).map((d) => [d.id, d.get('holder') as string]));
     },
     async waitForPhase(id, phase, timeoutMs = 45_000) {
       const match = typeof phase === 'string' ? (s: Record<string, unknown>) => s.phase === phase : phase;

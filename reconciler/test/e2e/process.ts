@@ -41,3 +41,10 @@ export function spawnReconciler(opts: { projectId: string; sim: Simulator; sessi
   );
   return { child, output: () => out, exited, kill: (s) => child.kill(s) };
 }
+
+/** kill -9 every process still running, and wait until each has exited (test teardown). */
+export async function killAll(procs: Iterable<ReconcilerProcess>): Promise<void> {
+  const all = [...procs];
+  for (const p of all) p.kill('SIGKILL');
+  await Promise.all(all.map((p) => p.exited));
+}
