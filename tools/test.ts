@@ -13,7 +13,8 @@ const vitestArgs = process.argv.slice(2);
 const report = path.join(root, '.cache', `vitest-report-${process.pid}.json`);
 
 console.log('[wafleet] type-checking…');
-const tsc = spawnSync(path.join(root, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
+// The workspace, then the console (browser code: a tsconfig of its own).
+const tsc = ['tsconfig.json', 'console/tsconfig.json'].map((project) => spawnSync(path.join(root, 'node_modules', '.bin', 'tsc'), ['-p', project, '--noEmit'], { cwd: root, stdio: 'inherit' })).find((r) => r.status !== 0) ?? { status: 0 };
 if (tsc.status !== 0) {
   console.error('[wafleet] type errors; fix them first.');
   process.exit(tsc.status ?? 1);
