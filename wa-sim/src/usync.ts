@@ -35,7 +35,9 @@ function userResult(world: World, request: BinaryNode, protocols: string[]): Bin
   const content: BinaryNode[] = [];
   for (const protocol of protocols) {
     if (protocol === 'devices') content.push(devices(user));
-    else if (protocol === 'lid' && user) content.push({ tag: 'lid', attrs: { val: user.lid } });
+    // The lid protocol maps a phone number to its LID; a user asked for by LID gets no mapping
+    // back (Baileys would refuse a LID→LID pair: "Invalid LID-PN mapping").
+    else if (protocol === 'lid' && user && !replyJid.endsWith('@lid')) content.push({ tag: 'lid', attrs: { val: user.lid } });
     else if (protocol === 'contact') content.push({ tag: 'contact', attrs: { type: user ? 'in' : 'out' } });
   }
   return { tag: 'user', attrs: { jid: replyJid }, content };

@@ -172,26 +172,41 @@ export class InboundWriter {
 
   /**
    * The thread a message belongs to (see threadCandidates): the first candidate that exists, else
-   * the thread that already carries the chat's LID or phone number, else a new one at the first
-   * candidate. Read inside the transaction, so the choice and the write are one.
+   * `elsewhere` (the thread that already carries the chat's LID or phone number, found by
+   * `findByIdentity` outside the transaction), else a new one at the first candidate. Read inside
+   * the transaction, so the choice and the write are one. With `elsewhere` not looked up yet
+   * (undefined) and no candidate there, it throws NeedsLookup: a query inside a transaction would
+   * lock the range it read, and every inbound write of the fleet writes into that collection.
    */
-  private async threadOf(tx: Transaction, msg: InboundMessage): Promise<{ ref: DocumentReference; snap: DocumentSnapshot; chatJid: string }> {
+  private async threadOf(tx: Transaction, msg: InboundMessage, elsewhere: DocumentReference | null | undefined): Promise<{ ref: DocumentReference; snap: DocumentSnapshot; chatJid: string }> {
     const threads = this.db.collection(Collections.threads);
     const candidates = threadCandidates(msg);
     const refs = candidates.map((jid) => threads.doc(threadId(msg.accountId, jid)));
     const snaps = await Promise.all(refs.map((r) => tx.get(r)));
     const found = snaps.findIndex((s) => s.exists);
     if (found >= 0) return { ref: refs[found]!, snap: snaps[found]!, chatJid: candidates[found]! };
-    // A thread under another id that already knows this person (e.g. keyed by LID before the
-    // phone number was known): equality filters only, served by Firestore's single-field indexes.
-    const phone = phoneOfJid(msg.pnJid);
-    for (const [field, value] of [['lid', msg.lidJid], ['phone', phone]] as const) {
-      if (!value) continue;
-      const q = await tx.get(buildQuery(threads, field === 'lid' ? 'threadByLid' : 'threadByPhone', [msg.accountId, value]).limit(1));
-      const doc = q.docs[0];
-      if (doc) return { ref: doc.ref, snap: doc, chatJid: (doc.get('chatJid') as string | undefined) ?? doc.id.slice(doc.id.lastIndexOf('__') + 2) };
+    if (elsewhere === undefined && (msg.lidJid || phoneOfJid(msg.pnJid))) throw new NeedsLookup();
+    if (elsewhere) {
+      const doc = await tx.get(elsewhere);
+      if (doc.exists) return { ref: doc.ref, snap: doc, chatJid: (doc.get('chatJid') as string | undefined) ?? doc.id.slice(doc.id.lastIndexOf('__') + 2) };
     }
     return { ref: refs[0]!, snap: snaps[0]!, chatJid: candidates[0]! };
+  }
+
+  /**
+   * A thread under another id that already knows this person (keyed by LID before the phone
+   * number was known): equality filters only, served by Firestore's single-field indexes. Run
+   * only for a person's first message without a thread at its own ids; messages of one person are
+   * written one at a time (the queue), so nothing creates their thread in between.
+   */
+  private async findByIdentity(msg: InboundMessage): Promise<DocumentReference | null> {
+    const threads = this.db.collection(Collections.threads);
+    for (const [name, value] of [['threadByLid', msg.lidJid], ['threadByPhone', phoneOfJid(msg.pnJid)]] as const) {
+      if (!value) continue;
+      const q = await buildQuery(threads, name, [msg.accountId, value]).limit(1).get();
+      if (q.docs[0]) return q.docs[0].ref;
+    }
+    return null;
   }
 
   /** Creates the message document if absent; true when it did. */
@@ -199,8 +214,9 @@ export class InboundWriter {
     const expireAt = this.retentionDays > 0 ? Timestamp.fromMillis(Date.now() + this.retentionDays * DAY_MS) : null;
     const phone = phoneOfJid(msg.pnJid);
     const lid = msg.lidJid ?? null;
-    return this.db.runTransaction(async (tx) => {
-      const { ref: threadRef, snap: thread, chatJid } = await this.threadOf(tx, msg);
+    let elsewhere: DocumentReference | null | undefined;
+    const attempt = () => this.db.runTransaction(async (tx) => {
+      const { ref: threadRef, snap: thread, chatJid } = await this.threadOf(tx, msg, elsewhere);
       const msgRef = threadRef.collection(Subcollections.threadMessages).doc(messageDocId(msg.waId));
       const existing = await tx.get(msgRef);
       if (existing.exists) return false;
@@ -238,6 +254,11 @@ export class InboundWriter {
       );
       return true;
     });
+    return attempt().catch(async (err: unknown) => {
+      if (!(err instanceof NeedsLookup)) throw err;
+      elsewhere = await this.findByIdentity(msg);
+      return attempt();
+    });
   }
 
   /**
@@ -249,4 +270,9 @@ export class InboundWriter {
     await this.journal.close();
     return landed;
   }
+}
+
+/** threadOf needs the identity lookup first (run outside the transaction). */
+class NeedsLookup extends Error {
+  override readonly name = 'NeedsLookup';
 }
