@@ -12,7 +12,7 @@
  * "sent" waits for the `<ack class="message">` frame itself (Baileys ignores a plain ack).
  */
 import { recipientToJid, type OutboxDoc, type OutboxStatus, type ClaimOwner } from '@wafleet/contract';
-import { isLidUser, isPnUser, jidNormalizedUser, type BinaryNode, type WAMessageUpdate, type WASocket } from '@whiskeysockets/baileys';
+import { isPnUser, type BinaryNode, type WAMessageUpdate, type WASocket } from '@whiskeysockets/baileys';
 import { Timestamp } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { StaleOwnerError } from '../lease/lease-manager.ts';
@@ -334,9 +334,9 @@ export class AccountOutbox {
   }
 
   /**
-   * The chat to send `to` to. A phone number must be on WhatsApp; it is then sent to the person's
-   * LID when Baileys knows it (history sync, their messages, usync: the address WhatsApp itself
-   * uses for them), else to the phone-number JID. A JID is used as given.
+   * The chat to send `to` to. A phone number must be on WhatsApp and is sent to its phone-number
+   * JID: Baileys 7 itself encrypts for the LID devices it knows of that person (messages-send.js),
+   * and receipts match by message id whichever address they come from. A JID is used as given.
    */
   private async chatFor(sock: WASocket, to: string): Promise<string> {
     const jid = recipientToJid(to);
@@ -346,8 +346,7 @@ export class AccountOutbox {
       if (!found?.exists) throw new SendFailureError(failures.notOnWhatsApp());
       this.onWhatsApp.add(jid);
     }
-    const lid = await withTimeout(sock.signalRepository.lidMapping.getLIDForPN(jid), this.d.ackTimeoutMs, 'LID lookup').catch(() => null);
-    return lid && isLidUser(lid) ? jidNormalizedUser(lid) : jid;
+    return jid;
   }
 
   private async attempt(sock: WASocket, doc: OutboxDoc, waId: string): Promise<AckResult> {

@@ -81,8 +81,8 @@ describe('LID addressing', () => {
   it('outbox by phone, answer from a LID chat: one thread, keyed by the phone number, with phone and LID', async () => {
     const hello = await queue(`+${lia.number}`, 'Your order is ready for pickup');
     const sent = await waitOutbox(hello, 'read');
-    // The mapping is known, so the message went to Lia's LID chat, and that is recorded.
-    expect(sent.sentToJid).toBe(lia.lid);
+    // Sent to the phone-number chat (Baileys encrypts for the devices it knows), and that is recorded.
+    expect(sent.sentToJid).toBe(`${lia.number}@s.whatsapp.net`);
     expect(received(lia, 'Your order is ready for pickup')).toHaveLength(1);
 
     // Lia's chats move to LID addressing: from="<lid>@lid", addressing_mode="lid", sender_pn.
@@ -105,7 +105,7 @@ describe('LID addressing', () => {
     // The reply through the outbox reaches Lia once; her receipts come from her LID and land.
     const reply = await queue(`+${lia.number}`, 'See you at 5!');
     const done = await waitOutbox(reply, 'read');
-    expect(done).toMatchObject({ sentToJid: lia.lid, status: 'read' });
+    expect(done).toMatchObject({ sentToJid: `${lia.number}@s.whatsapp.net`, status: 'read' });
     expect(done.sentAt).toBeInstanceOf(Timestamp);
     expect(done.deliveredAt).toBeInstanceOf(Timestamp);
     expect(done.readAt).toBeInstanceOf(Timestamp);
