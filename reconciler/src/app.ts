@@ -75,7 +75,6 @@ export class ReconcilerApp {
   private peers: PeerWatcher | null = null;
   private capacity: CapacityGate | null = null;
   private fleetConfig: FleetConfigWatcher | null = null;
-  private waVersion: WaVersionState | null = null;
   private queue: WorkQueue<string> | null = null;
   private governor: ConnectGovernor | null = null;
   private store: AuthStore | null = null;
@@ -208,8 +207,9 @@ export class ReconcilerApp {
         }
       }
     });
-    // Before the first pass: an instance that starts blind would take every account it can.
-    await this.peers.start(5_000);
+    // Awaited before the first pass (an instance that starts blind would take every account it
+    // can), meanwhile the rest of the start-up goes on.
+    const peersSeen = this.peers.start(5_000);
     const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
     const outbox = (this.outbox = new OutboxProcessor({
       db: this.db,
@@ -235,9 +235,9 @@ export class ReconcilerApp {
 
     // The WhatsApp Web version comes before any login: an override in fleetConfig/whatsapp is
     // read (bounded) first, so that a fleet refused with 405 does not log in once more to learn it.
-    const waVersion = (this.waVersion = new WaVersionState(
+    const waVersion = new WaVersionState(
       await resolveStartupVersion({ check: config.waVersionCheck, log, ...(this.opts.fetchLatestWaVersion ? { fetcher: this.opts.fetchLatestWaVersion } : {}) }),
-    ));
+    );
     const fleetIncident = new FleetConfigIncident({ leases, incidents: this.incidents, log, signal: this.stopping.signal });
     this.fleetConfig = new FleetConfigWatcher({
       db: this.db,
@@ -257,6 +257,8 @@ export class ReconcilerApp {
       const { version, source } = waVersion.current();
       log.info({ waWebVersion: version.join('.'), source }, 'WhatsApp Web version');
     }
+
+    await peersSeen;
 
     const supervisorFor = (accountId: string): AccountSupervisor => {
       let s = this.supervisors.get(accountId);

@@ -63,13 +63,14 @@ export class Placement {
     this.now = o.now ?? Date.now;
   }
 
-  /** A heartbeat document as the listener delivered it (or its removal). */
+  /** A heartbeat document was deleted: that instance is gone. */
+  forgetPeer(instanceId: string): void {
+    this.peers.delete(instanceId);
+  }
+
+  /** A heartbeat document as the listener delivered it. */
   observe(doc: DocumentSnapshot): void {
     if (doc.id === this.o.self) return;
-    if (!doc.exists) {
-      this.peers.delete(doc.id);
-      return;
-    }
     const data = doc.data() as { maxAccounts?: unknown; slotsUsed?: unknown; leaseTtlMs?: unknown; stoppedAt?: unknown };
     const version = `${doc.updateTime?.toMillis() ?? 0}`;
     const before = this.peers.get(doc.id);
@@ -171,7 +172,7 @@ export class PeerWatcher {
       query: () => db.collection(Collections.reconcilers),
       onSnapshot: (snap: QuerySnapshot) => {
         for (const change of snap.docChanges()) {
-          if (change.type === 'removed') placement.observe({ id: change.doc.id, exists: false } as DocumentSnapshot);
+          if (change.type === 'removed') placement.forgetPeer(change.doc.id);
           else placement.observe(change.doc);
         }
         this.first?.();

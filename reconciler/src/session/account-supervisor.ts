@@ -103,6 +103,8 @@ const CREDENTIAL_INCIDENTS = ['RestoreFailed', 'BackupUnreadable', 'CredentialsC
 const INCIDENTS_CLEARED_BY_CONNECTING = ['LoggedOut', 'Banned', 'NeedsRelink', 'ConnectionReplaced'];
 /** Fleet-wide (405): resolved by the first session that opens after it (WaVersionState.takeResolve). */
 const CLIENT_OUTDATED = 'ClientOutdated';
+/** Phases of an account that was linked and online: never linked anew without an operator. */
+const ONLINE_PHASES: ReadonlySet<Phase> = new Set(['connected', 'connecting', 'reconnecting', 'disconnected']);
 
 export interface SessionMessaging {
   attach(accountId: string, sock: WASocket): void;
@@ -337,7 +339,7 @@ export class AccountSupervisor {
     if (wait > 0) return { requeueAfterMs: wait };
     if (!this.linkAllowed && !(await this.isLinked())) {
       this.stop = 'needsLink';
-      const lost = this.phase === 'connected' || this.phase === 'connecting' || this.phase === 'reconnecting' || this.phase === 'disconnected';
+      const lost = ONLINE_PHASES.has(this.phase);
       const message = lost
         ? 'Linked before, but its credentials are neither on this disk nor in a backup (the disk it ran on is gone and no backup was written yet). Request a QR code (or pairing code) to link it again.'
         : 'Not linked. Request a QR code (or pairing code) to link this account.';
@@ -412,7 +414,7 @@ export class AccountSupervisor {
     // It was linked and online (here before a restart, or on another instance before a takeover):
     // credentials that cannot be found now (a lost disk and no backup yet) are no reason to start
     // a new link by ourselves; the pass reports needsLink and waits for an operator's request.
-    if (s.lastConnectedAt && (phase === 'connected' || phase === 'connecting' || phase === 'reconnecting' || phase === 'disconnected')) this.linkAllowed = false;
+    if (s.lastConnectedAt && ONLINE_PHASES.has(phase)) this.linkAllowed = false;
     if (phase === 'banned' || phase === 'loggedOut' || phase === 'needsLink') {
       this.stop = phase;
       this.linkAllowed = false;

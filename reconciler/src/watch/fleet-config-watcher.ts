@@ -35,7 +35,6 @@ export interface FleetConfigWatcherOptions {
 export class FleetConfigWatcher {
   private state: FleetConfigState = { waWebVersion: null, error: null };
   private readonly listener: ResilientListener;
-  private synced = false;
 
   constructor(private readonly opts: FleetConfigWatcherOptions) {
     this.listener = new ResilientListener({
@@ -44,20 +43,8 @@ export class FleetConfigWatcher {
       // supervises queries, and an unfiltered one needs no entry in the query registry.
       query: () => opts.db.collection(Collections.fleetConfig),
       onSnapshot: (snap) => this.onSnapshot(snap),
-      onError: () => {
-        this.synced = false;
-      },
       log: opts.log,
     });
-  }
-
-  get current(): FleetConfigState {
-    return this.state;
-  }
-
-  /** Whether the first snapshot arrived and the listener has not failed since. */
-  get healthy(): boolean {
-    return this.synced && this.listener.active;
   }
 
   /**
@@ -80,7 +67,6 @@ export class FleetConfigWatcher {
   }
 
   private onSnapshot(snap: QuerySnapshot): void {
-    this.synced = true;
     const doc = snap.docs.find((d) => d.id === FleetConfigDocs.whatsapp);
     this.apply(doc ?? null);
   }
