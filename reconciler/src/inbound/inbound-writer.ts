@@ -182,7 +182,8 @@ export class InboundWriter {
     const threads = this.db.collection(Collections.threads);
     const candidates = threadCandidates(msg);
     const refs = candidates.map((jid) => threads.doc(threadId(msg.accountId, jid)));
-    const snaps = await Promise.all(refs.map((r) => tx.get(r)));
+    // One read for all the candidates (every inbound message pays it).
+    const snaps = await tx.getAll(...refs);
     const found = snaps.findIndex((s) => s.exists);
     if (found >= 0) return { ref: refs[found]!, snap: snaps[found]!, chatJid: candidates[found]! };
     if (elsewhere === undefined && (msg.lidJid || phoneOfJid(msg.pnJid))) throw new NeedsLookup();
