@@ -376,6 +376,7 @@ export class AccountOutbox {
   private async record(messageId: string, attempt: number, outcome: AckResult): Promise<boolean> {
     const { log, metrics } = this.d;
     if (outcome.ok) {
+      const claimed = this.pending.get(messageId);
       this.pending.delete(messageId);
       this.settling.add(messageId);
       this.writer.submit({ kind: 'progress', messageId, sentAtMs: outcome.atMs, ...(outcome.sentToJid ? { sentToJid: outcome.sentToJid } : {}) })
@@ -383,6 +384,12 @@ export class AccountOutbox {
           // Counted even when a receipt recorded it first (the ack op then changes nothing).
           (res) => ACCEPTED.has(res.status) && metrics.sent(res.createdAtMs ? Date.now() - res.createdAtMs : null),
           (err: unknown) => {
+            // Unrecorded, the document stays `sending` under this claim, and the listener has no
+            // change to report: dropped here, it sat in `sending` until the process restarted
+            // (seen in a CI soak: the lease was lost to a Firestore cut while the ack's write
+            // waited). Kept, it is resolved by a resend under the same id once this process owns
+            // the account again, or the listener replaces it with the new owner's view.
+            if (claimed && !this.pending.has(messageId)) this.pending.set(messageId, claimed);
             if (!writeRefused(err)) log.warn({ messageId, err }, 'recording an ack failed; the claim will expire and be resolved');
           },
         )
