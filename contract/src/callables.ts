@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { DesiredStateSchema, LinkMethodSchema } from './documents.ts';
 import { E164Schema, RecipientSchema } from './phone.ts';
-import { AccountIdSchema, DisplayNameSchema, DocIdSchema, LabelsSchema, MessageTextSchema } from './primitives.ts';
+import { AccountIdSchema, DisplayNameSchema, DocIdSchema, InstanceIdSchema, LabelsSchema, MessageTextSchema } from './primitives.ts';
 import { RoleSchema, type Role } from './roles.ts';
 
 export const CreateAccountInput = z
@@ -64,6 +64,9 @@ export const SetUserRoleInput = z
     path: ['uid'],
   });
 
+/** Starts (`drain: true`) or cancels (`drain: false`) the drain of one reconciler instance. */
+export const DrainInstanceInput = z.strictObject({ instanceId: InstanceIdSchema, drain: z.boolean() });
+
 /** Callable name → input schema and the least role that may call it. */
 export const CALLABLES = {
   createAccount: { input: CreateAccountInput, role: 'operator' },
@@ -75,6 +78,7 @@ export const CALLABLES = {
   cancelMessage: { input: MessageRefInput, role: 'operator' },
   acknowledgeIncident: { input: IncidentRefInput, role: 'operator' },
   setUserRole: { input: SetUserRoleInput, role: 'admin' },
+  drainInstance: { input: DrainInstanceInput, role: 'admin' },
 } as const satisfies Record<string, { input: z.ZodType; role: Role }>;
 
 export type CallableName = keyof typeof CALLABLES;

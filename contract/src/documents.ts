@@ -264,6 +264,9 @@ export type IncidentDoc = z.infer<typeof IncidentDocSchema>;
 
 // ---------- server-only collections ----------
 
+export const DRAIN_STATES = ['draining', 'drained', 'blocked'] as const;
+export type DrainState = (typeof DRAIN_STATES)[number];
+
 export const ReconcilerDocSchema = z.object({
   instanceId: z.string().min(1).max(128),
   /** Random per process start: tells a restarted process from the one before it. */
@@ -295,6 +298,23 @@ export const ReconcilerDocSchema = z.object({
    * heartbeat sees it, drops it and rewrites the status of every account it owns.
    */
   silentSince: TimestampSchema.nullish(),
+  /**
+   * Added in v1. Written by an operator (the drainInstance callable, or the Firebase console):
+   * while set, the instance hands every account it drives over to the others and takes no new
+   * ones. Heartbeats keep it; null or absent: not asked to drain.
+   */
+  drainRequestedAt: TimestampSchema.nullish(),
+  /** Added in v1, written by the instance: where its drain stands; null when not draining. */
+  drain: z
+    .object({
+      /** draining: accounts are being handed over; drained: none left; blocked: no other live instance has a free slot. */
+      state: z.enum(DRAIN_STATES),
+      /** Accounts this instance still drives. */
+      accountsLeft: z.int().min(0),
+      /** SIGTERM with DRAIN_ON_SIGTERM, or an operator's drainRequestedAt. */
+      cause: z.enum(['operator', 'shutdown']),
+    })
+    .nullish(),
 });
 export type ReconcilerDoc = z.infer<typeof ReconcilerDocSchema>;
 
@@ -307,6 +327,12 @@ export const LeaseDocSchema = z.object({
   epoch: z.int().min(1),
   acquiredAt: TimestampSchema,
   releasedAt: TimestampSchema.nullable(),
+  /**
+   * Added in v1: released by a graceful handover (rebalancing, drain) to this instance. For a
+   * while (HANDOVER_RESERVE_MS, by each reader's own clock) only that instance may take the lease;
+   * after that anyone may (the receiver may have died). Cleared by the next grant.
+   */
+  handoverTo: z.string().min(1).max(128).nullish(),
 });
 export type LeaseDoc = z.infer<typeof LeaseDocSchema>;
 

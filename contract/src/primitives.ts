@@ -10,6 +10,10 @@ export const AccountIdSchema = z
 export const DOC_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 export const DocIdSchema = z.string().regex(DOC_ID_RE, 'must be 1–64 letters, digits, "-" or "_"');
 
+/** A reconciler's INSTANCE_ID, the id of its `reconcilers/{instanceId}` heartbeat. */
+export const INSTANCE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+export const InstanceIdSchema = z.string().regex(INSTANCE_ID_RE, 'must be 1–128 characters of letters, digits, ".", "_" or "-"');
+
 /** Status reasons are one CamelCase word (the Kubernetes convention), e.g. "QrExpired". */
 export const REASON_RE = /^[A-Z][A-Za-z0-9]{0,63}$/;
 export const ReasonSchema = z.string().regex(REASON_RE, 'must be one CamelCase word');

@@ -77,6 +77,13 @@ export const QUERIES = {
     orderBy: [],
     usedBy: 'watchdog (functions/src/watchdog.ts)',
   },
+  /** Reconciler: the leases other instances handed over to this one (rebalancing, drain). */
+  leasesHandedOverTo: {
+    collection: Collections.leases,
+    where: [{ field: 'handoverTo', op: '==' }],
+    orderBy: [],
+    usedBy: 'reconciler (lease/placement.ts)',
+  },
   /** Watchdog: the open incidents of one type. */
   openIncidentsOfType: {
     collection: Collections.incidents,

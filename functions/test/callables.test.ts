@@ -63,6 +63,7 @@ describe('the access matrix', () => {
     cancelMessage: 'operator',
     acknowledgeIncident: 'operator',
     setUserRole: 'admin',
+    drainInstance: 'admin',
   };
   /** A bad input per callable and the field invalid-argument must name. */
   const BAD_INPUT: Record<CallableName, [unknown, string]> = {
@@ -75,6 +76,7 @@ describe('the access matrix', () => {
     cancelMessage: [{ messageId: 'bad/id' }, 'messageId'],
     acknowledgeIncident: [{ incidentId: 'bad id' }, 'incidentId'],
     setUserRole: [{ uid: 'x', role: 'root' }, 'role'],
+    drainInstance: [{ instanceId: 'vm a', drain: true }, 'instanceId'],
   };
   const CALLERS = ['signed out', 'no role', 'unknown role', 'viewer', 'operator', 'admin'] as const;
   type CallerKind = (typeof CALLERS)[number];
@@ -306,6 +308,27 @@ describe('acknowledgeIncident', () => {
     expect(await call('acknowledgeIncident', { incidentId: 'inc-1' }, admin)).toEqual({ ok: true, data: { incidentId: 'inc-1', acknowledgedBy: operator.uid, alreadyAcknowledged: true } });
     expect(await auditEntries('acknowledgeIncident', 'inc-1')).toHaveLength(1);
     await expectError(await call('acknowledgeIncident', { incidentId: 'inc-404' }, operator), 'NOT_FOUND');
+  });
+});
+
+describe('drainInstance', () => {
+  it('sets and clears drainRequestedAt on the heartbeat, keeps the rest, audits each change, and refuses unknown or stopped instances', async () => {
+    const now = Timestamp.now();
+    const beat = { instanceId: 'vm-1', incarnation: 'inc-1', version: '0.1.0', host: 'vm-1', startedAt: now, heartbeatAt: now, leaseTtlMs: 120_000, uptimeSec: 5, accountsOwned: 1, accounts: { 'acme-01': 'connected' }, storagePath: '/var/lib/wafleet', storageFreeBytes: null, stoppedAt: null };
+    await db.doc('reconcilers/vm-1').set(beat);
+    expect(await call('drainInstance', { instanceId: 'vm-1', drain: true }, admin)).toEqual({ ok: true, data: { instanceId: 'vm-1', draining: true, changed: true } });
+    const drained = (await db.doc('reconcilers/vm-1').get()).data()!;
+    expect(drained.drainRequestedAt).toBeInstanceOf(Timestamp);
+    expect(drained).toMatchObject({ incarnation: 'inc-1', accounts: { 'acme-01': 'connected' } });
+    // Asking again changes nothing and is not audited twice.
+    expect(await call('drainInstance', { instanceId: 'vm-1', drain: true }, admin)).toEqual({ ok: true, data: { instanceId: 'vm-1', draining: true, changed: false } });
+    expect(await call('drainInstance', { instanceId: 'vm-1', drain: false }, admin)).toEqual({ ok: true, data: { instanceId: 'vm-1', draining: false, changed: true } });
+    expect((await db.doc('reconcilers/vm-1').get()).get('drainRequestedAt')).toBeNull();
+    expect(await auditEntries('drainInstance', 'vm-1')).toHaveLength(2);
+    await expectError(await call('drainInstance', { instanceId: 'vm-404', drain: true }, admin), 'NOT_FOUND', /no heartbeat document/);
+    await db.doc('reconcilers/vm-2').set({ ...beat, instanceId: 'vm-2', stoppedAt: now });
+    await expectError(await call('drainInstance', { instanceId: 'vm-2', drain: true }, admin), 'FAILED_PRECONDITION', /is stopped/);
+    await expectError(await call('drainInstance', { instanceId: 'vm-1', drain: true }, operator), 'PERMISSION_DENIED');
   });
 });
 

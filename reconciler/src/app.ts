@@ -17,7 +17,8 @@ import { startHttpServer } from './http/server.ts';
 import { Heartbeat } from './lease/heartbeat.ts';
 import { acquireHostLock, type HostLock } from './lease/host-lock.ts';
 import { LeaseManager, type Identity } from './lease/lease-manager.ts';
-import { PeerWatcher, Placement } from './lease/placement.ts';
+import { HandoverWatcher, PeerWatcher, Placement } from './lease/placement.ts';
+import { Rebalancer } from './lease/rebalancer.ts';
 import { baileysLogger } from './log.ts';
 import { InboundWriter } from './inbound/inbound-writer.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -67,12 +68,17 @@ export interface AppOptions {
 export class ReconcilerApp {
   private readonly supervisors = new Map<string, AccountSupervisor>();
   private readonly stopping = new AbortController();
+  /** A drain before the stop is running (a second signal does not start another stop). */
+  private draining = false;
   private ready = false;
   private http: Awaited<ReturnType<typeof startHttpServer>> | null = null;
   private hostLock: HostLock | null = null;
   private heartbeat: Heartbeat | null = null;
   private watcher: AccountsWatcher | null = null;
   private peers: PeerWatcher | null = null;
+  private handovers: HandoverWatcher | null = null;
+  private placement: Placement | null = null;
+  private rebalancer: Rebalancer | null = null;
   private capacity: CapacityGate | null = null;
   private fleetConfig: FleetConfigWatcher | null = null;
   private queue: WorkQueue<string> | null = null;
@@ -148,6 +154,7 @@ export class ReconcilerApp {
         storageFreeBytes: await freeBytes(config.sessionsPath),
         maxAccounts: config.maxAccounts,
         slotsUsed: this.capacity?.used ?? 0,
+        drain: this.rebalancer?.drainState() ?? null,
       }),
       onFence: () => {
         for (const s of this.supervisors.values()) void s.fence();
@@ -195,9 +202,15 @@ export class ReconcilerApp {
     }));
     const capacity = (this.capacity = new CapacityGate(config.maxAccounts, (id) => queue.add(id)));
     // The other reconcilers, by their heartbeats: where an account nobody drives should go.
-    const placement = new Placement({ self: config.instanceId, slots: capacity, deferMs: PLACEMENT_DEFER_MS });
+    const placement = (this.placement = new Placement({ self: config.instanceId, slots: capacity, deferMs: PLACEMENT_DEFER_MS }));
+    let draining = false;
     this.peers = new PeerWatcher(this.db, placement, log, () => {
       if (capacity.waitingCount > 0 && placement.peerWithRoom()) capacity.wakeWaiting();
+      // An operator asked for (or cancelled) a drain: act now, not at the next round.
+      if (placement.draining !== draining) {
+        draining = placement.draining;
+        this.rebalancer?.poke();
+      }
       // A peer stopped (a redeploy, a drain): its accounts are free now, not after a lease retry.
       if (placement.takePeerStopped()) {
         for (const id of this.supervisors.keys()) {
@@ -210,6 +223,12 @@ export class ReconcilerApp {
     // Awaited before the first pass (an instance that starts blind would take every account it
     // can), meanwhile the rest of the start-up goes on.
     const peersSeen = this.peers.start(5_000);
+    // Leases handed over to us: taken at once, not at whatever time their account looks next.
+    this.handovers = new HandoverWatcher(this.db, config.instanceId, placement, log, (id) => {
+      queue.forget(id);
+      queue.add(id);
+    });
+    this.handovers.start();
     const timeouts: SessionTimeouts = { ...DEFAULT_TIMEOUTS, ...this.opts.timeouts };
     const outbox = (this.outbox = new OutboxProcessor({
       db: this.db,
@@ -223,6 +242,7 @@ export class ReconcilerApp {
     // Before any account connects: what the journal kept from the last run is stored first.
     const inbound = (this.inbound = await InboundWriter.open({ db: this.db, log: log.child({ component: 'inbound' }), metrics: this.metrics.inbound, retentionDays: config.inboundRetentionDays, sessionsPath: config.sessionsPath }));
     const messaging: SessionMessaging = {
+      busy: (id) => outbox.busy(id),
       attach: (id, sock) => {
         outbox.attach(id, sock);
         inbound.attach(id, sock, (waId) => outbox.account(id).isOwnSend(waId));
@@ -300,6 +320,22 @@ export class ReconcilerApp {
       { concurrency: 8 },
     );
     outbox.start();
+    this.rebalancer = new Rebalancer({
+      self: config.instanceId,
+      placement,
+      used: () => leases.heldAccounts().length,
+      candidates: (why) =>
+        leases.heldAccounts().filter((id) => {
+          const s = this.supervisors.get(id);
+          if (!s || outbox.busy(id)) return false;
+          return why === 'drain' || (s.currentPhase === 'connected' && s.heldForMs() >= config.fleet.rebalanceMinHoldMs);
+        }),
+      handOver: (id, to, why) => this.supervisors.get(id)?.handOver(to, why) ?? Promise.resolve(false),
+      rebalance: config.fleet.rebalance,
+      everyMs: Math.max(1_000, config.lease.renewMs),
+      log,
+    });
+    this.rebalancer.start();
     // Deterministic restore order (account id); the governor paces the logins.
     const ids = await this.watcher.start();
     log.info({ accounts: ids.length, instanceId: config.instanceId }, 'reconciler started');
@@ -342,9 +378,19 @@ export class ReconcilerApp {
    * Graceful and bounded: stop taking work, close sockets (no logout), flush credentials and a
    * last backup, let pending status writes land, release leases, mark the heartbeat stopped.
    */
-  async stop(reason: string): Promise<{ graceful: boolean }> {
-    if (this.stopping.signal.aborted) return { graceful: false };
+  async stop(reason: string, opts: { drain?: boolean } = {}): Promise<{ graceful: boolean }> {
+    if (this.stopping.signal.aborted || this.draining) return { graceful: false };
     const { log, config } = this.opts;
+    if (opts.drain && this.rebalancer && this.placement && this.ready) {
+      // Every account is handed over (seconds each) before the stop proper: the rest of the fleet
+      // keeps them online instead of taking them over after this process is gone.
+      this.draining = true;
+      this.placement.drainForShutdown();
+      log.info({ reason, timeoutMs: config.fleet.drainTimeoutMs }, 'draining before the stop');
+      const drained = await this.rebalancer.drain(config.fleet.drainTimeoutMs);
+      log[drained ? 'info' : 'warn']({ accountsLeft: this.leases?.heldAccounts().length ?? 0 }, drained ? 'drained' : 'drain ran out of time; stopping with the accounts left');
+      this.draining = false;
+    }
     const deadline = Date.now() + config.shutdownTimeoutMs;
     const left = () => Math.max(500, deadline - Date.now());
     this.stopping.abort();
@@ -364,6 +410,8 @@ export class ReconcilerApp {
     this.watcher?.stop();
     this.fleetConfig?.stop();
     this.peers?.stop();
+    this.handovers?.stop();
+    this.rebalancer?.stop();
     this.governor?.cancelAll(new Error('shutting down'));
     if (this.queue) await step('work queue', this.queue.shutdown({ drain: false, timeoutMs: Math.min(5_000, left() / 4) }), 0.25);
     // The message in flight settles (acked, or back to queued) before its socket closes.

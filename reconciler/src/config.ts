@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { open, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { InstanceIdSchema } from '@wafleet/contract';
 import { z } from 'zod';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -72,6 +73,17 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly lease: { readonly ttlMs: number; readonly renewMs: number };
   readonly shutdownTimeoutMs: number;
+  /** Several reconcilers (lease/rebalancer.ts). */
+  readonly fleet: {
+    /** REBALANCE: hand accounts over to a live instance that drives clearly fewer. */
+    readonly rebalance: boolean;
+    /** An account driven here for less than this is never handed over by rebalancing (no ping-pong). */
+    readonly rebalanceMinHoldMs: number;
+    /** DRAIN_ON_SIGTERM: a SIGTERM first hands every account over to the others, then stops. */
+    readonly drainOnSigterm: boolean;
+    /** How long that drain may take before the stop goes on with what is left. */
+    readonly drainTimeoutMs: number;
+  };
   readonly outbox: {
     /** Sends per account per minute, spaced evenly; 0 turns per-account pacing off. */
     readonly perAccountPerMinute: number;
@@ -138,6 +150,10 @@ export const CONFIG_VARIABLES = [
   'LEASE_TTL_MS',
   'LEASE_RENEW_MS',
   'SHUTDOWN_TIMEOUT_MS',
+  'REBALANCE',
+  'REBALANCE_MIN_HOLD_MS',
+  'DRAIN_ON_SIGTERM',
+  'DRAIN_TIMEOUT_MS',
   'OUTBOX_RATE_PER_MINUTE',
   'OUTBOX_FLEET_RATE_PER_SECOND',
   'OUTBOX_MAX_ATTEMPTS',
@@ -147,7 +163,6 @@ export const CONFIG_VARIABLES = [
 ] as const;
 type Variable = (typeof CONFIG_VARIABLES)[number];
 
-const INSTANCE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 // Google Cloud project ids: 6–30 chars, lowercase letters, digits and hyphens, starting with a letter.
 const PROJECT_ID_RE = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
 const EMULATOR_HOST_RE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
@@ -295,10 +310,7 @@ const EnvSchema = z.object({
     .enum(['true', 'false'], { error: (issue) => `must be true or false (or unset, which means false), got ${JSON.stringify(issue.input)}` })
     .default('false')
     .transform((v) => v === 'true'),
-  INSTANCE_ID: z
-    .string()
-    .regex(INSTANCE_ID_RE, 'must be 1–128 characters of letters, digits, ".", "_" or "-"')
-    .optional(),
+  INSTANCE_ID: InstanceIdSchema.optional(),
   HTTP_PORT: intVar(8080, 0, 65535, 'a TCP port; 0 picks a free one'),
   HTTP_HOST: z
     .string()
@@ -347,6 +359,17 @@ const EnvSchema = z.object({
   LEASE_TTL_MS: intVar(120_000, 1_000, 600_000, 'milliseconds'),
   LEASE_RENEW_MS: intVar(40_000, 100, 300_000, 'milliseconds'),
   SHUTDOWN_TIMEOUT_MS: intVar(20_000, 100, 600_000, 'milliseconds'),
+  REBALANCE: z
+    .enum(['on', 'off'], { error: (issue) => `must be "on" (the default) or "off", got ${JSON.stringify(issue.input)}` })
+    .default('on')
+    .transform((v) => v === 'on'),
+  // Ten minutes: an account moved (or just restored) settles before it may move again.
+  REBALANCE_MIN_HOLD_MS: intVar(600_000, 0, 86_400_000, 'milliseconds'),
+  DRAIN_ON_SIGTERM: z
+    .enum(['true', 'false'], { error: (issue) => `must be true or false (or unset, which means false), got ${JSON.stringify(issue.input)}` })
+    .default('false')
+    .transform((v) => v === 'true'),
+  DRAIN_TIMEOUT_MS: intVar(120_000, 1_000, 3_600_000, 'milliseconds'),
   // Anti-ban pacing: a new or quiet number sending faster than a person types is what WhatsApp
   // flags. 20 a minute per account (one every 3 s) and 10 a second for the fleet are conservative.
   OUTBOX_RATE_PER_MINUTE: intVar(20, 0, 6_000, 'messages per minute per account; 0 = unpaced'),
@@ -500,6 +523,7 @@ export async function loadConfig(env: NodeJS.ProcessEnv = process.env, options: 
     logLevel: data.LOG_LEVEL,
     lease: { ttlMs: ttl, renewMs: renew },
     shutdownTimeoutMs: data.SHUTDOWN_TIMEOUT_MS,
+    fleet: { rebalance: data.REBALANCE, rebalanceMinHoldMs: data.REBALANCE_MIN_HOLD_MS, drainOnSigterm: data.DRAIN_ON_SIGTERM, drainTimeoutMs: data.DRAIN_TIMEOUT_MS },
     outbox: {
       perAccountPerMinute: data.OUTBOX_RATE_PER_MINUTE,
       fleetPerSecond: data.OUTBOX_FLEET_RATE_PER_SECOND,
@@ -539,6 +563,7 @@ export function configSummary(config: Config): Record<string, unknown> {
     logLevel: config.logLevel,
     lease: config.lease,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    fleet: config.fleet,
     outbox: config.outbox,
     inboundRetentionDays: config.inboundRetentionDays,
   };

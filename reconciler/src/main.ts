@@ -40,12 +40,15 @@ const onSignal = (signal: NodeJS.Signals) => {
     log.warn({ signal }, 'second signal: exiting now');
     process.exit(1);
   }
+  // DRAIN_ON_SIGTERM: a SIGTERM hands every account over first (bounded by DRAIN_TIMEOUT_MS);
+  // SIGINT (a person at a terminal) stops at once.
+  const drain = signal === 'SIGTERM' && config.fleet.drainOnSigterm;
   const force = setTimeout(() => {
     log.error('shutdown exceeded its bound; exiting');
     process.exit(1);
-  }, config.shutdownTimeoutMs + 5_000);
+  }, config.shutdownTimeoutMs + (drain ? config.fleet.drainTimeoutMs : 0) + 5_000);
   force.unref();
-  void app.stop(signal).then(({ graceful }) => {
+  void app.stop(signal, { drain }).then(({ graceful }) => {
     log.flush?.();
     process.exit(graceful ? (process.exitCode ?? 0) : 1);
   });

@@ -55,6 +55,7 @@ describe('loadConfig', () => {
       logLevel: 'info',
       lease: { ttlMs: 120_000, renewMs: 40_000 },
       shutdownTimeoutMs: 20_000,
+      fleet: { rebalance: true, rebalanceMinHoldMs: 600_000, drainOnSigterm: false, drainTimeoutMs: 120_000 },
       warnings: [],
     });
     expect(config.backup.key.equals(KEY)).toBe(true);
@@ -75,6 +76,10 @@ describe('loadConfig', () => {
         LEASE_TTL_MS: '20000',
         LEASE_RENEW_MS: '10000',
         SHUTDOWN_TIMEOUT_MS: '5000',
+        REBALANCE: 'off',
+        REBALANCE_MIN_HOLD_MS: '0',
+        DRAIN_ON_SIGTERM: 'true',
+        DRAIN_TIMEOUT_MS: '30000',
         OUTBOX_RATE_PER_MINUTE: '0',
         OUTBOX_FLEET_RATE_PER_SECOND: '50',
         OUTBOX_MAX_ATTEMPTS: '3',
@@ -92,6 +97,7 @@ describe('loadConfig', () => {
       logLevel: 'debug',
       lease: { ttlMs: 20_000, renewMs: 10_000 },
       shutdownTimeoutMs: 5_000,
+      fleet: { rebalance: false, rebalanceMinHoldMs: 0, drainOnSigterm: true, drainTimeoutMs: 30_000 },
       outbox: { perAccountPerMinute: 0, fleetPerSecond: 50, maxAttempts: 3, ackTimeoutMs: 2_000, stuckAfterMs: 60_000 },
       inboundRetentionDays: 0,
       firestore: { emulatorHost: null },

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { getApps, initializeApp } from 'firebase-admin/app';
-import { getFirestore, type Firestore } from 'firebase-admin/firestore';
+import { getFirestore, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedProjectId } from '../../test/support/emulators.ts';
@@ -43,13 +43,13 @@ interface Recorded {
   instanceId: string;
 }
 
-async function startHeartbeat(ttlMs: number, renewMs: number): Promise<Recorded> {
-  const r: Omit<Recorded, 'hb'> = { fencedAt: [], recoveredAt: [], stalls: [], markedSilent: [], instanceId: `hb-${randomUUID().slice(0, 8)}` };
+async function startHeartbeat(ttlMs: number, renewMs: number, instanceId = `hb-${randomUUID().slice(0, 8)}`): Promise<Recorded> {
+  const r: Omit<Recorded, 'hb'> = { fencedAt: [], recoveredAt: [], stalls: [], markedSilent: [], instanceId };
   const hb = new Heartbeat(db, { instanceId: r.instanceId, incarnation: randomUUID(), host: 'vm-a', storagePath: '/data/a' }, {
     renewMs,
     ttlMs,
     version: 'test',
-    summary: () => ({ accounts: {}, storageFreeBytes: null, maxAccounts: 30, slotsUsed: 0 }),
+    summary: () => ({ accounts: {}, storageFreeBytes: null, maxAccounts: 30, slotsUsed: 0, drain: null }),
     onFence: () => r.fencedAt.push(Date.now()),
     onRecover: () => r.recoveredAt.push(Date.now()),
     onIdentityConflict: () => undefined,
@@ -80,6 +80,30 @@ describe('heartbeat document', () => {
     const stopped = ReconcilerDocSchema.parse((await db.doc(`reconcilers/${r.instanceId}`).get()).data());
     expect(stopped.stoppedAt).not.toBeNull();
     expect(stopped.slotsUsed).toBe(0);
+  });
+});
+
+describe('heartbeat and what others write on its document', () => {
+  it("keeps an operator's drainRequestedAt across beats and a restart, and still drops the watchdog's silentSince", async () => {
+    const r = await startHeartbeat(10_000, 500);
+    const ref = db.doc(`reconcilers/${r.instanceId}`);
+    try {
+      await ref.update({ drainRequestedAt: Timestamp.now(), silentSince: Timestamp.now() });
+      const before = r.hb.lastSuccess;
+      await waitFor(async () => r.hb.lastSuccess > before && (await ref.get()).get('silentSince') === undefined, { timeoutMs: 15_000, label: 'a beat that drops silentSince' });
+      expect((await ref.get()).get('drainRequestedAt')).toBeInstanceOf(Timestamp);
+    } finally {
+      await r.hb.stop({ markStopped: true, timeoutMs: 5_000 });
+    }
+    // A new process's first write (a plain set) keeps it too: a restart does not cancel a drain.
+    const again = await startHeartbeat(10_000, 500, r.instanceId);
+    try {
+      const doc = ReconcilerDocSchema.parse((await ref.get()).data());
+      expect(doc.drainRequestedAt).toBeInstanceOf(Timestamp);
+      expect(doc.stoppedAt).toBeNull();
+    } finally {
+      await again.hb.stop({ markStopped: true, timeoutMs: 5_000 });
+    }
   });
 });
 

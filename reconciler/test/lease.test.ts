@@ -105,6 +105,43 @@ describe('leases', () => {
     await hbA.stop();
   });
 
+  it('hands a lease over: free, reserved for the receiver (by the others\' own clocks), then anyone\'s; the next grant clears the reservation', async () => {
+    const reserve = 30_000;
+    const account = `acc-${randomUUID().slice(0, 8)}`;
+    const a = identity('inst-ho-a');
+    const hbA = await startHeartbeat(a);
+    const ma = new LeaseManager(db, a, { ttlMs: TTL, hostLockHeld: false, handoverReserveMs: reserve });
+    expect(await ma.acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 1 } });
+    expect(await ma.handOver(account, 'inst-ho-b')).toBe(true);
+    expect(ma.held(account)).toBeUndefined();
+    expect((await db.doc(`leases/${account}`).get()).data()).toMatchObject({ holder: null, handoverTo: 'inst-ho-b', epoch: 1 });
+    // Not ours any more: a second handover (or any fenced write) is refused.
+    expect(await ma.handOver(account, 'inst-ho-c')).toBe(false);
+
+    let clock = 5_000_000;
+    const c = identity('inst-ho-c', { host: 'vm-c', storagePath: '/data/c' });
+    const mc = new LeaseManager(db, c, { ttlMs: TTL, hostLockHeld: true, handoverReserveMs: reserve, now: () => clock });
+    // The giver itself waits like anyone else: it must not take back what it just gave.
+    expect(await ma.acquire(account)).toMatchObject({ acquired: false, holder: 'inst-ho-b' });
+    expect(await mc.acquire(account)).toEqual({ acquired: false, holder: 'inst-ho-b', retryAfterMs: reserve });
+    clock += reserve - 1;
+    expect(await mc.acquire(account)).toMatchObject({ acquired: false, retryAfterMs: 1 });
+    clock += 1;
+    // The receiver never came: anyone may take it now.
+    expect(await mc.acquire(account)).toMatchObject({ acquired: true, grant: { epoch: 2, instanceId: 'inst-ho-c' }, tookOverFrom: null });
+    expect((await db.doc(`leases/${account}`).get()).get('handoverTo')).toBeUndefined();
+
+    // The receiver takes a lease handed to it at once.
+    const other = `acc-${randomUUID().slice(0, 8)}`;
+    const hbC = await startHeartbeat(c);
+    await mc.acquire(other);
+    expect(await mc.handOver(other, 'inst-ho-b')).toBe(true);
+    const b = identity('inst-ho-b', { host: 'vm-b', storagePath: '/data/b' });
+    const mb = new LeaseManager(db, b, { ttlMs: TTL, hostLockHeld: true, handoverReserveMs: reserve });
+    expect(await mb.acquire(other)).toMatchObject({ acquired: true, grant: { epoch: 2, instanceId: 'inst-ho-b' } });
+    await Promise.all([hbA.stop(), hbC.stop()]);
+  });
+
   it('a heartbeat that keeps changing keeps the lease alive', async () => {
     const account = `acc-${randomUUID().slice(0, 8)}`;
     const a = identity('inst-a3');

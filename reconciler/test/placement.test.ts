@@ -16,7 +16,7 @@ class Slots implements LocalSlots {
 
 let version = 0;
 /** A heartbeat document as the listener delivers it; each call is a new write (new updateTime). */
-function beat(id: string, fields: { maxAccounts?: number; slotsUsed?: number; leaseTtlMs?: number; stoppedAt?: unknown }): DocumentSnapshot {
+function beat(id: string, fields: { maxAccounts?: number; slotsUsed?: number; leaseTtlMs?: number; stoppedAt?: unknown; drainRequestedAt?: unknown; drain?: unknown }): DocumentSnapshot {
   const data = { leaseTtlMs: 10_000, stoppedAt: null, ...fields };
   const at = ++version;
   return { id, exists: true, data: () => data, updateTime: { toMillis: () => at } } as unknown as DocumentSnapshot;
@@ -118,6 +118,45 @@ describe('Placement', () => {
     // Seen stopped from the start (we started after it stopped): nothing to hurry.
     placement.observe(beat('c', { maxAccounts: 5, slotsUsed: 0, stoppedAt: { seconds: 1 } }));
     expect(placement.takePeerStopped()).toBe(false);
+  });
+
+  it('a draining peer (asked to, or reporting a drain) has no room; a draining self takes nothing new', () => {
+    const { slots, placement } = setup();
+    slots.held.add('o1').add('o2').add('o3');
+    placement.observe(beat('b', { maxAccounts: 5, slotsUsed: 0, drainRequestedAt: { seconds: 1 } }));
+    expect(placement.livePeers()).toEqual([]);
+    expect(placement.preferredFor('x')).toBe('a');
+    placement.observe(beat('b', { maxAccounts: 5, slotsUsed: 0, drain: { state: 'draining', accountsLeft: 2, cause: 'shutdown' } }));
+    expect(placement.peerWithRoom()).toBeNull();
+    placement.observe(beat('b', { maxAccounts: 5, slotsUsed: 0, drainRequestedAt: null, drain: null }));
+    expect(placement.peerWithRoom()).toBe('b');
+
+    // Our own document asks for a drain: nothing is acquired here, even with its credentials on this disk.
+    expect(placement.draining).toBe(false);
+    placement.observe(beat('a', { drainRequestedAt: { seconds: 1 } }));
+    expect(placement).toMatchObject({ draining: true, drainCause: 'operator' });
+    expect(placement.beforeAcquire('x', true)).toBe(5_000);
+    placement.observe(beat('a', { drainRequestedAt: null }));
+    expect(placement.draining).toBe(false);
+    expect(placement.beforeAcquire('x', true)).toBeNull();
+    placement.drainForShutdown();
+    expect(placement.drainCause).toBe('shutdown');
+  });
+
+  it('a lease handed over to us is taken at once while a slot is free, whatever the counts prefer', () => {
+    const { slots, placement } = setup(3);
+    slots.held.add('o1').add('o2');
+    placement.observe(beat('b', { maxAccounts: 5, slotsUsed: 0 }));
+    expect(placement.beforeAcquire('x', false)).toBe(5_000);
+    placement.offer('x', true);
+    expect(placement.beforeAcquire('x', false)).toBeNull();
+    slots.held.add('o3');
+    // Full by now: the offer is not taken (the reservation lapses and someone with room takes it).
+    expect(placement.beforeAcquire('x', false)).toBe(5_000);
+    placement.forget('x');
+    slots.held.delete('o3');
+    placement.forget('x');
+    expect(placement.beforeAcquire('x', false)).toBe(5_000);
   });
 
   it('an older reconciler that does not publish its capacity gets nothing placed on it', () => {

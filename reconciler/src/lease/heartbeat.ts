@@ -7,7 +7,7 @@
  * whatever the beats are doing. A beat hung on a dead connection therefore never delays the fence
  * past the moment another instance may take the leases over.
  */
-import { Collections } from '@wafleet/contract';
+import { Collections, type ReconcilerDoc } from '@wafleet/contract';
 import { FieldValue, Timestamp, type Firestore } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../util/backoff.ts';
@@ -20,6 +20,8 @@ export interface HeartbeatSummary {
   /** MAX_ACCOUNTS and the slots in use: other instances place accounts by them (placement.ts). */
   maxAccounts: number;
   slotsUsed: number;
+  /** Where a drain stands (placement.ts, rebalancer.ts); null when not draining. */
+  drain?: ReconcilerDoc['drain'];
 }
 
 export interface HeartbeatOptions {
@@ -193,13 +195,18 @@ export class Heartbeat {
       storageFreeBytes: summary.storageFreeBytes,
       // Leases that still name these are ours: other instances must not count them as dead.
       adoptedIncarnations: [...(this.opts.adoptedIncarnations ?? [])],
+      drain: summary.drain ?? null,
       stoppedAt: null,
     };
+    // Every field of ours is replaced; an operator's drainRequestedAt is left as it is, and the
+    // watchdog's silentSince is dropped (this beat ends the silence).
+    const data = { ...doc, silentSince: FieldValue.delete() };
+    const fields = { mergeFields: Object.keys(data) };
     const attemptAt = this.now();
     let markedSilent = false;
     if (first) {
       // A new process writes every status it owns anyway, which clears any mark the watchdog left.
-      await this.ref.set(doc);
+      await this.ref.set(data, fields);
     } else {
       // The read also serializes this beat with the watchdog's marking transaction, which reads
       // this document too: either it sees this beat and marks nothing, or this beat sees its mark.
@@ -212,7 +219,7 @@ export class Heartbeat {
           throw new IdentityConflictError(`instance id ${this.identity.instanceId} is used by another process`);
         }
         markedSilent = current.get('silentSince') != null;
-        tx.set(this.ref, doc);
+        tx.set(this.ref, data, fields);
       });
     }
     this.succeeded(attemptAt);

@@ -39,6 +39,8 @@ export interface LeaseManagerOptions {
   now?: () => number;
   /** Deadline of one acquire. Default ACQUIRE_TIMEOUT_MS. */
   callTimeoutMs?: number;
+  /** How long a lease handed over to another instance is left to it. Default HANDOVER_RESERVE_MS. */
+  handoverReserveMs?: number;
   /**
    * Incarnations of this instance id that ran on this disk before us and are provably gone (we
    * hold the host lock). Their leases are ours without a write; see `acquire`.
@@ -47,6 +49,11 @@ export interface LeaseManagerOptions {
 }
 
 const ACQUIRE_TIMEOUT_MS = 15_000;
+/**
+ * A handed-over lease waits this long for its receiver: enough for a loaded instance's next pass
+ * and restore; a dead receiver costs the account this much more offline time.
+ */
+export const HANDOVER_RESERVE_MS = 30_000;
 
 interface Observation {
   version: string;
@@ -67,6 +74,10 @@ export class LeaseManager {
     private readonly opts: LeaseManagerOptions,
   ) {
     this.now = opts.now ?? Date.now;
+  }
+
+  private get handoverReserveMs(): number {
+    return this.opts.handoverReserveMs ?? HANDOVER_RESERVE_MS;
   }
 
   held(accountId: string): LeaseGrant | undefined {
@@ -130,6 +141,11 @@ export class LeaseManager {
       if (lease?.holder) {
         const verdict = await this.holderVerdict(tx, lease);
         if (!verdict.dead) return { acquired: false, holder: lease.holder, retryAfterMs: verdict.retryAfterMs };
+      } else if (lease?.handoverTo && lease.handoverTo !== me.instanceId) {
+        // Handed over to another instance, which restores and connects it within seconds. Ours
+        // only if it never does: the reservation is timed by our clock, like a holder's heartbeat.
+        const age = this.observedAge(snap, `lease/${accountId}`);
+        if (age < this.handoverReserveMs) return { acquired: false, holder: lease.handoverTo, retryAfterMs: this.handoverReserveMs - age };
       }
       const epoch = (lease?.epoch ?? 0) + 1;
       const doc = {
@@ -166,12 +182,13 @@ export class LeaseManager {
     return { dead: false, retryAfterMs: this.opts.ttlMs - age };
   }
 
-  private observedAge(hb: DocumentSnapshot): number {
-    const version = `${hb.updateTime?.toMillis() ?? 0}`;
+  /** How long `doc` has looked unchanged to us (0 the first time we see this version of it). */
+  private observedAge(doc: DocumentSnapshot, key = doc.id): number {
+    const version = `${doc.updateTime?.toMillis() ?? 0}`;
     const now = this.now();
-    const seen = this.observed.get(hb.id);
+    const seen = this.observed.get(key);
     if (!seen || seen.version !== version) {
-      this.observed.set(hb.id, { version, seenAt: now });
+      this.observed.set(key, { version, seenAt: now });
       return 0;
     }
     return now - seen.seenAt;
@@ -245,6 +262,28 @@ export class LeaseManager {
       const now = lease ? `held by ${lease.holder ?? 'nobody'} at epoch ${lease.epoch}` : 'lease missing';
       throw new StaleOwnerError(grant.accountId, `${now}; ours was epoch ${grant.epoch}`);
     }
+  }
+
+  /**
+   * Gives the lease to `target` (a graceful handover: the session is closed and backed up): the
+   * lease is free, reserved for the target for HANDOVER_RESERVE_MS. False when it was not ours.
+   */
+  async handOver(accountId: string, target: string): Promise<boolean> {
+    const grant = this.grants.get(accountId);
+    this.grants.delete(accountId);
+    if (!grant) return false;
+    return withTimeout(
+      this.db.runTransaction(async (tx) => {
+        await this.assertOwner(tx, grant);
+        tx.update(this.leaseRef(accountId), { holder: null, incarnation: null, releasedAt: FieldValue.serverTimestamp(), handoverTo: target });
+        return true;
+      }),
+      this.opts.callTimeoutMs ?? ACQUIRE_TIMEOUT_MS,
+      `lease handover of ${accountId}`,
+    ).catch((err: unknown) => {
+      if (err instanceof StaleOwnerError) return false;
+      throw err;
+    });
   }
 
   /**

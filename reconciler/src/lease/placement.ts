@@ -11,11 +11,16 @@
  *   it is still free then (the preferred one may be dead, or its view of us stale);
  * - an instance without a free slot leaves the lease alone while a live peer has one.
  *
+ * - a lease another instance handed over to us (rebalancing, drain: `handoverTo`, see
+ *   lease-manager.ts `handOver`) is taken at once when a slot is free, whatever the counts say;
+ * - a draining instance (its `drainRequestedAt`, or a drain on SIGTERM) takes nothing new, and the
+ *   others count it as having no room.
+ *
  * A peer counts as live while its heartbeat keeps changing by our clock (as lease-manager.ts
  * judges holders): never by comparing its clock with ours.
  */
 import { createHash } from 'node:crypto';
-import { Collections } from '@wafleet/contract';
+import { buildQuery, Collections } from '@wafleet/contract';
 import type { DocumentSnapshot, Firestore, QuerySnapshot } from 'firebase-admin/firestore';
 import type { Logger } from 'pino';
 import { ResilientListener } from '../util/resilient-listener.ts';
@@ -24,6 +29,8 @@ export interface PeerCapacity {
   instanceId: string;
   maxAccounts: number;
   slotsUsed: number;
+  /** The accounts its heartbeat says it holds. */
+  accounts: ReadonlySet<string>;
 }
 
 /** What this instance knows of its own slots (queue/capacity-gate.ts). */
@@ -38,10 +45,16 @@ interface Observed extends PeerCapacity {
   seenAt: number;
   ttlMs: number;
   stopped: boolean;
+  draining: boolean;
+}
+
+/** A heartbeat that asks for a drain, or reports one (any state): that instance takes nothing new. */
+function drainingIn(data: { drainRequestedAt?: unknown; drain?: unknown }): boolean {
+  return (data.drainRequestedAt !== null && data.drainRequestedAt !== undefined) || (data.drain !== null && data.drain !== undefined);
 }
 
 /** 64 bits of sha256(account, instance): the rendezvous weight. */
-function weight(accountId: string, instanceId: string): bigint {
+export function rendezvousWeight(accountId: string, instanceId: string): bigint {
   return createHash('sha256').update(`${accountId}\u0000${instanceId}`).digest().readBigUInt64BE(0);
 }
 
@@ -56,8 +69,14 @@ export interface PlacementOptions {
 export class Placement {
   private readonly peers = new Map<string, Observed>();
   private readonly deferredUntil = new Map<string, number>();
+  /** Leases handed over to us and not taken yet. */
+  private readonly offered = new Set<string>();
   private readonly now: () => number;
   private peerStopped = false;
+  /** Our own heartbeat document asks for a drain (an operator's drainRequestedAt). */
+  private drainRequested = false;
+  /** A drain on SIGTERM (DRAIN_ON_SIGTERM): set by the app, never cleared. */
+  private shutdownDrain = false;
 
   constructor(private readonly o: PlacementOptions) {
     this.now = o.now ?? Date.now;
@@ -68,10 +87,30 @@ export class Placement {
     this.peers.delete(instanceId);
   }
 
+  /** Whether this instance is draining: it takes no account, and hands over those it drives. */
+  get draining(): boolean {
+    return this.drainRequested || this.shutdownDrain;
+  }
+
+  /** Why it drains: an operator asked, or it is shutting down (DRAIN_ON_SIGTERM). */
+  get drainCause(): 'operator' | 'shutdown' | null {
+    return this.shutdownDrain ? 'shutdown' : this.drainRequested ? 'operator' : null;
+  }
+
+  /** The drain on SIGTERM starts. */
+  drainForShutdown(): void {
+    this.shutdownDrain = true;
+  }
+
   /** A heartbeat document as the listener delivered it. */
   observe(doc: DocumentSnapshot): void {
-    if (doc.id === this.o.self) return;
-    const data = doc.data() as { maxAccounts?: unknown; slotsUsed?: unknown; leaseTtlMs?: unknown; stoppedAt?: unknown };
+    if (doc.id === this.o.self) {
+      // The operator's word on our own document (heartbeats carry it over, see heartbeat.ts).
+      const at = (doc.data() as { drainRequestedAt?: unknown } | undefined)?.drainRequestedAt;
+      this.drainRequested = at !== null && at !== undefined;
+      return;
+    }
+    const data = doc.data() as { maxAccounts?: unknown; slotsUsed?: unknown; leaseTtlMs?: unknown; stoppedAt?: unknown; drainRequestedAt?: unknown; drain?: unknown; accounts?: unknown };
     const version = `${doc.updateTime?.toMillis() ?? 0}`;
     const before = this.peers.get(doc.id);
     const stopped = data.stoppedAt !== null && data.stoppedAt !== undefined;
@@ -87,7 +126,15 @@ export class Placement {
       seenAt: before && before.version === version ? before.seenAt : this.now(),
       ttlMs: typeof data.leaseTtlMs === 'number' ? data.leaseTtlMs : 0,
       stopped,
+      draining: drainingIn(data),
+      accounts: new Set(data.accounts && typeof data.accounts === 'object' ? Object.keys(data.accounts) : []),
     });
+  }
+
+  /** A lease was handed over to us (true) or the offer is gone (taken, or reserved no more). */
+  offer(accountId: string, on: boolean): void {
+    if (on) this.offered.add(accountId);
+    else this.offered.delete(accountId);
   }
 
   /**
@@ -100,10 +147,12 @@ export class Placement {
     return stopped;
   }
 
-  /** Live peers and their capacity, by our clock. */
+  /** Live peers that take accounts (not draining) and their capacity, by our clock. */
   livePeers(): PeerCapacity[] {
     const now = this.now();
-    return [...this.peers.values()].filter((p) => !p.stopped && now - p.seenAt < p.ttlMs).map(({ instanceId, maxAccounts, slotsUsed }) => ({ instanceId, maxAccounts, slotsUsed }));
+    return [...this.peers.values()]
+      .filter((p) => !p.stopped && !p.draining && now - p.seenAt < p.ttlMs)
+      .map(({ instanceId, maxAccounts, slotsUsed, accounts }) => ({ instanceId, maxAccounts, slotsUsed, accounts }));
   }
 
   /** The instance a free account should go to, or null when no live instance has a free slot. */
@@ -113,7 +162,7 @@ export class Placement {
     const candidates = [{ instanceId: this.o.self, free: mine }, ...this.livePeers().map((p) => ({ instanceId: p.instanceId, free: p.maxAccounts - p.slotsUsed }))].filter((c) => c.free > 0);
     let best: { instanceId: string; free: number; w: bigint } | null = null;
     for (const c of candidates) {
-      const w = weight(accountId, c.instanceId);
+      const w = rendezvousWeight(accountId, c.instanceId);
       if (!best || c.free > best.free || (c.free === best.free && w > best.w)) best = { ...c, w };
     }
     return best?.instanceId ?? null;
@@ -129,7 +178,10 @@ export class Placement {
    * wait first. `localCredentials`: the account's credentials are on this disk.
    */
   beforeAcquire(accountId: string, localCredentials: boolean): number | null {
+    // Draining: nothing new here (a cancelled drain looks again at the next pass).
+    if (this.draining) return this.o.deferMs;
     const hasSlot = this.o.slots.has(accountId) || this.o.slots.used < this.o.slots.limit;
+    if (hasSlot && this.offered.has(accountId)) return null;
     if (!hasSlot) {
       // Full here: a peer with room takes it; with none, we take it and say NoCapacity.
       this.deferredUntil.delete(accountId);
@@ -154,9 +206,10 @@ export class Placement {
     return null;
   }
 
-  /** The account went away or is ours now: no deferral to remember. */
+  /** The account went away or is ours now: no deferral or offer to remember. */
   forget(accountId: string): void {
     this.deferredUntil.delete(accountId);
+    this.offered.delete(accountId);
   }
 }
 
@@ -194,6 +247,38 @@ export class PeerWatcher {
     });
     this.listener.subscribe();
     return first;
+  }
+
+  stop(): void {
+    this.listener.stop();
+  }
+}
+
+/**
+ * Feeds a Placement the leases handed over to this instance (`leases` where handoverTo is us; a
+ * handful at a time) and asks for a pass of each at once: a handover costs seconds, not the
+ * lease retry of whoever happens to look.
+ */
+export class HandoverWatcher {
+  private readonly listener: ResilientListener;
+
+  constructor(db: Firestore, self: string, placement: Placement, log: Logger, wake: (accountId: string) => void) {
+    this.listener = new ResilientListener({
+      name: 'handed-over leases',
+      query: () => buildQuery(db.collection(Collections.leases), 'leasesHandedOverTo', [self]),
+      onSnapshot: (snap: QuerySnapshot) => {
+        for (const change of snap.docChanges()) {
+          const free = change.type !== 'removed' && !change.doc.get('holder');
+          placement.offer(change.doc.id, free);
+          if (free) wake(change.doc.id);
+        }
+      },
+      log,
+    });
+  }
+
+  start(): void {
+    this.listener.subscribe();
   }
 
   stop(): void {

@@ -100,6 +100,14 @@ export class AccountOutbox {
     return { queued, sending, oldestQueuedMs: oldest };
   }
 
+  /** A send in flight (or its result being recorded, or a claim of ours unresolved): the account must not move now. */
+  get busy(): boolean {
+    if (this.loop || this.settling.size > 0 || this.ackWaiters.size > 0) return true;
+    const owner = this.d.owner();
+    for (const doc of this.pending.values()) if (doc.status === 'sending' && sameOwner(doc.claimedBy, owner)) return true;
+    return false;
+  }
+
   /** Whether this WhatsApp id is one of our outbox sends (inbound capture skips those). */
   isOwnSend(waId: string): boolean {
     return this.sentIds.has(waId);

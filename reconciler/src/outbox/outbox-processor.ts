@@ -98,6 +98,10 @@ export class OutboxProcessor {
 
   // ------------------------------------------------------------------ session hooks
 
+  busy(accountId: string): boolean {
+    return this.accounts.get(accountId)?.busy ?? false;
+  }
+
   attach(accountId: string, sock: WASocket): void {
     this.account(accountId).attach(sock);
   }

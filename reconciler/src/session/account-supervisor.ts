@@ -103,10 +103,14 @@ const CREDENTIAL_INCIDENTS = ['RestoreFailed', 'BackupUnreadable', 'CredentialsC
 const INCIDENTS_CLEARED_BY_CONNECTING = ['LoggedOut', 'Banned', 'NeedsRelink', 'ConnectionReplaced'];
 /** Fleet-wide (405): resolved by the first session that opens after it (WaVersionState.takeResolve). */
 const CLIENT_OUTDATED = 'ClientOutdated';
+/** After a handover: past the receiver's reservation (lease-manager.ts), in case it never took it. */
+const HANDOVER_LOOK_AGAIN_MS = 35_000;
 /** Phases of an account that was linked and online: never linked anew without an operator. */
 const ONLINE_PHASES: ReadonlySet<Phase> = new Set(['connected', 'connecting', 'reconnecting', 'disconnected']);
 
 export interface SessionMessaging {
+  /** Whether a send is in flight or waiting (a handover waits for an idle outbox). */
+  busy(accountId: string): boolean;
   attach(accountId: string, sock: WASocket): void;
   opened(accountId: string, sock: WASocket): void;
   closed(accountId: string): void;
@@ -160,6 +164,10 @@ export class AccountSupervisor {
   private phase: Phase = 'pending';
   /** The last close was a 405: a new WhatsApp Web version retries at once (onWaVersionChanged). */
   private clientOutdated = false;
+  /** When this process last acquired the lease (0: not held). */
+  private ownedSinceMs = 0;
+  /** A graceful handover to another instance, asked for by the rebalancer or a drain. */
+  private handoverRequest: { to: string; why: 'rebalance' | 'drain'; done: (moved: boolean) => void } | null = null;
 
   constructor(
     readonly accountId: string,
@@ -170,7 +178,7 @@ export class AccountSupervisor {
       log: d.log,
       debounceMs: d.backupDebounceMs,
       owned: () => Boolean(d.leases.held(accountId)),
-      backup: () => this.backupNow(),
+      backup: async () => void (await this.backupNow()),
     });
   }
 
@@ -178,11 +186,11 @@ export class AccountSupervisor {
    * One backup of the open credentials, checked against the generation they are based on: a
    * stale disk never replaces a newer backup, and unlinked credentials never a linked one.
    */
-  private async backupNow(): Promise<void> {
+  private async backupNow(): Promise<boolean> {
     const { store, backups, log } = this.d;
     const auth = this.auth;
     // Nothing open: nothing changed since the last backup that this process could know of.
-    if (!auth || auth.closed) return;
+    if (!auth || auth.closed) return false;
     const linked = credsAreLinked(auth.state.creds);
     const blob = await store.snapshot(this.accountId);
     const expectedGeneration = await store.backupGeneration(this.accountId);
@@ -193,15 +201,34 @@ export class AccountSupervisor {
       if (!(err instanceof BackupRefusedError) || err.reason === 'concurrentSave') throw err;
       // Refusals are final for these credentials: retrying would be refused the same way.
       log[err.reason === 'unlinkedOverLinked' ? 'info' : 'warn']({ accountId: this.accountId, reason: err.reason, storedGeneration: err.storedGeneration }, 'session backup not replaced');
-      return;
+      return false;
     }
     // Only while the same credentials are open: a wipe in between must not get a marker back.
     if (this.auth === auth && !auth.closed) await store.setBackupGeneration(this.accountId, generation);
     log.debug({ accountId: this.accountId, generation, linked }, 'session backed up');
+    return true;
   }
 
   get currentPhase(): Phase {
     return this.phase;
+  }
+
+  /** How long this process has driven the account (0 when it does not hold the lease). */
+  heldForMs(now = Date.now()): number {
+    return this.ownedSinceMs > 0 && this.d.leases.held(this.accountId) ? now - this.ownedSinceMs : 0;
+  }
+
+  /**
+   * Moves the account to `to` at its next pass (rebalancing, drain): socket closed, credentials
+   * backed up, lease handed over; `to` restores and connects. Resolves with whether it moved: an
+   * account that is not connected, or whose outbox is busy, stays (the caller picks again later).
+   */
+  handOver(to: string, why: 'rebalance' | 'drain'): Promise<boolean> {
+    this.handoverRequest?.done(false);
+    return new Promise<boolean>((done) => {
+      this.handoverRequest = { to, why, done };
+      this.d.requeue();
+    });
   }
 
   /** The live socket, for sending (issue 5). */
@@ -226,6 +253,26 @@ export class AccountSupervisor {
   }
 
   private async pass(spec: AccountSpec): Promise<ReconcileResult | void> {
+    const handover = this.handoverRequest;
+    this.handoverRequest = null;
+    if (handover) {
+      // Never with a send in flight or a delete to finish; rebalancing moves connected accounts
+      // only (a drain moves every one: none may stay behind).
+      const settled = handover.why === 'drain' || (spec.doc?.desiredState === 'connected' && this.phase === 'connected');
+      const movable = spec.exists && !!spec.doc && !spec.doc.deleteRequestedAt && settled && !!this.d.leases.held(this.accountId) && !this.d.messaging?.busy(this.accountId);
+      if (!movable) handover.done(false);
+      else {
+        try {
+          const moved = await this.moveTo(handover.to, handover.why);
+          handover.done(moved);
+        } catch (err) {
+          handover.done(false);
+          throw err;
+        }
+        // The receiver has HANDOVER_RESERVE_MS to take it; after that anyone may, us included.
+        return { requeueAfterMs: HANDOVER_LOOK_AGAIN_MS };
+      }
+    }
     if (!spec.exists) {
       // Removed without deleteAccount (e.g. from the console): stop, keep credentials, let go.
       await this.closeSession();
@@ -251,13 +298,16 @@ export class AccountSupervisor {
           return { requeueAfterMs: wait };
         }
       }
+      const wasHeld = !!this.d.leases.held(this.accountId);
       const lease = await this.d.leases.acquire(this.accountId);
       if (!lease.acquired) {
         // Someone else owns it; never touch the device. Look again when their lease could lapse.
         await this.closeSession();
         this.releaseSlot();
+        this.ownedSinceMs = 0;
         return { requeueAfterMs: Math.max(1_000, lease.retryAfterMs) };
       }
+      if (!wasHeld) this.ownedSinceMs = Date.now();
       this.verifyOwnership = false;
       this.d.placement?.forget(this.accountId);
     }
@@ -822,6 +872,34 @@ export class AccountSupervisor {
     this.d.requeue();
   }
 
+  /**
+   * The graceful handover itself. The receiver restores from the backup, so the backup must hold
+   * what this disk holds once the socket is closed: one is written now, whatever the debounce
+   * says. Whatever fails before the lease is handed over leaves the account here: the next pass
+   * connects it again.
+   */
+  private async moveTo(to: string, why: 'rebalance' | 'drain'): Promise<boolean> {
+    const { log, leases, status } = this.d;
+    const started = Date.now();
+    log.info({ accountId: this.accountId, to, why }, 'handing the account over');
+    await this.closeSession();
+    await this.backups.cancel();
+    const backedUp = await this.backupNow();
+    await this.closeAuth();
+    // Its status is the receiver's to write now; ours (fenced) would be refused mid-flight.
+    status.forget(this.accountId);
+    const moved = await leases.handOver(this.accountId, to);
+    // One disk holds the live credentials: the backup carries them to the receiver, and a copy
+    // left here would be stale the moment it connects.
+    // (Credentials this process did not have open stay: the backup may not hold their latest.)
+    if (moved && backedUp) await this.d.store.wipe(this.accountId);
+    this.releaseSlot();
+    this.ownedSinceMs = 0;
+    this.initialized = false;
+    log.info({ accountId: this.accountId, to, why, moved, ms: Date.now() - started }, moved ? 'account handed over' : 'handover refused: the lease was not ours any more');
+    return moved;
+  }
+
   /** Closes the socket (never a logout). */
   async closeSession(timeoutMs = 5_000): Promise<void> {
     const driver = this.driver;
@@ -841,6 +919,7 @@ export class AccountSupervisor {
   /** The lease was lost (a fenced write was refused): stop driving the device at once. */
   async onLostOwnership(): Promise<void> {
     this.lostOwnership = true;
+    this.ownedSinceMs = 0;
     this.d.log.warn({ accountId: this.accountId }, 'lost ownership: closing the session');
     await this.closeSession();
     await this.backups.cancel();
