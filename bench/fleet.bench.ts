@@ -4,13 +4,19 @@
  * figure is kill → every one of its accounts connected on another instance, minus LEASE_TTL_MS
  * (the wait that is the lease's by design): what placement, restore from the backup and the
  * connect governors cost. The killed instance is started again on its disk between rounds.
+ *
+ * Then drains (issue 13 item 5): one round per instance, the one holding the most accounts is
+ * drained (drainRequestedAt, as the drainInstance callable writes it) and un-drained once empty.
+ * `drainAllMovedMs`: request → every one of its accounts connected elsewhere. `handoverMs`: per
+ * account, the simulator's close of the giver's connection → the receiver's login: the time the
+ * account is offline.
  */
 import type { Firestore } from 'firebase-admin/firestore';
 import { Timestamp } from 'firebase-admin/firestore';
 import { freePort } from '../tools/dev/ports.ts';
 import { spawnReconciler, type ReconcilerProcess } from '../tools/dev/reconciler-process.ts';
 import { waitFor } from '../wa-sim/src/index.ts';
-import { type BenchSuite, type Figure, median, reconcilerEnv, withBenchEnvironment } from './suite.ts';
+import { type BenchSuite, type Figure, median, percentile, reconcilerEnv, withBenchEnvironment } from './suite.ts';
 
 const ACCOUNTS = Number(process.env.FLEET_BENCH_ACCOUNTS ?? 18);
 const ROUNDS = Number(process.env.FLEET_BENCH_ROUNDS ?? 3);
@@ -82,7 +88,39 @@ export const fleetBench: BenchSuite = {
           await start(INSTANCES.indexOf(victim));
           await waitFor(async () => (await db.doc(`reconcilers/${victim}`).get()).get('stoppedAt') === null && (await db.doc(`reconcilers/${victim}`).get()).get('slotsUsed') !== undefined, { timeoutMs: 60_000, intervalMs: 500 });
         }
+        // ---- drains
+        const phoneOf = (id: string) => `1555002${String(ids.indexOf(id)).padStart(4, '0')}`;
+        const drains: number[] = [];
+        const gaps: number[] = [];
+        for (let round = 0; round < INSTANCES.length; round++) {
+          const before = await holders(db);
+          const counts = [...before.values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
+          const target = Object.entries(counts).sort((a, b) => b[1] - a[1])[0]![0];
+          const theirs = [...before.entries()].filter(([, h]) => h === target).map(([id]) => id);
+          const others = INSTANCES.filter((i) => i !== target);
+          const at = Date.now();
+          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: Timestamp.now() });
+          await waitFor(() => connectedSince(db, theirs, at, others), { timeoutMs: 180_000, intervalMs: 100 }).catch((err: Error) => {
+            throw new Error(`${err.message}: draining ${target}\n${INSTANCES.map((o) => `--- ${o}\n${running.get(o)!.tail(30)}`).join('\n')}`);
+          });
+          drains.push(Date.now() - at);
+          for (const id of theirs) {
+            const device = `${phoneOf(id)}:`;
+            const closed = sim.events({ type: 'close' }).find((e) => e.at >= at && e.deviceJid?.startsWith(device));
+            const login = closed && sim.events({ type: 'login' }).find((e) => e.at >= closed.at && e.deviceJid?.startsWith(device));
+            if (closed && login) gaps.push(login.at - closed.at);
+          }
+          process.stdout.write(`   drain ${round + 1}: ${target} (${theirs.length} accounts) → all connected elsewhere in ${drains.at(-1)} ms\n`);
+          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: null });
+        }
+
         const figures: Record<string, Figure> = {
+          drainAllMovedMs: {
+            value: Math.round(median(drains)),
+            note: `drainRequestedAt → every account of the drained instance connected on another; median of ${drains.length} drains (${drains.join(', ')} ms), 3 handovers per round`,
+          },
+          handoverMsP50: { value: Math.round(percentile(gaps, 50)), note: `per account, the giver's connection closed → the receiver's login (the simulator's clock): the time offline; ${gaps.length} handovers in drains` },
+          handoverMsP99: { value: Math.round(percentile(gaps, 99)), note: `as handoverMsP50; max ${Math.round(Math.max(...gaps))} ms` },
           failoverAllConnectedMs: {
             value: Math.round(median(failover)),
             note: `kill -9 → every account of the killed instance connected on another, minus LEASE_TTL_MS (${TTL_MS}); median of ${ROUNDS} rounds (${failover.map((v) => Math.round(v)).join(', ')} ms; ${moved.join(', ')} accounts moved); ${ACCOUNTS} accounts on 3 instances, MAX_ACCOUNTS 10`,
