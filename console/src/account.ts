@@ -4,7 +4,7 @@
  * latest inbound threads.
  */
 import QRCode from 'qrcode';
-import { collection, doc, limit, onSnapshot, orderBy, query, where, type Unsubscribe } from 'firebase/firestore';
+import { collection, documentId, limit, onSnapshot, orderBy, query, where, type Unsubscribe } from 'firebase/firestore';
 import { statusLiveness } from '../../contract/src/liveness.ts';
 import { atLeast, type Ctx, type View } from './app.ts';
 import { clear, h, setAttr, setText } from './dom.ts';
@@ -55,10 +55,17 @@ export function accountView(ctx: Ctx, accountId: string): View {
   };
   timers.push(setInterval(countdown, 1000));
   unsub.push(
+    // A query on the id, not doc(): for a document listener whose document does not exist yet,
+    // the SDK records "absent as of <snapshot version>" on every snapshot of the stream, and
+    // drops the document's creation if it arrives stamped earlier than that version ("Ignoring
+    // outdated watch update"). The emulator can deliver the reconciler's first code after a
+    // snapshot of the stream stamped later than the code's write (other listeners' changes, such
+    // as the status written alongside it), so a view opened before the code was published missed
+    // it until the next rotation, 60 s on. A query records no absence: a late creation still lands.
     onSnapshot(
-      doc(fb.db, 'accountQr', accountId),
+      query(collection(fb.db, 'accountQr'), where(documentId(), '==', accountId)),
       (snap) => {
-        qrDoc = snap.exists() ? snap.data() : null;
+        qrDoc = snap.docs[0]?.data() ?? null;
         if (!qrDoc) {
           qrWrap.hidden = true;
           pairing.hidden = true;

@@ -391,7 +391,8 @@ describe('operator console', () => {
     // Figures: first load to fleet visible (signed in already), memory with 30 live accounts, bundle.
     const fresh = await page.context().newPage();
     await fresh.goto(`${server.url}/#/`);
-    await fresh.waitForFunction('window.__wafleet && window.__wafleet.fleetShownAt !== null', undefined, { timeout: 30_000 });
+    // Polled with evaluate, not waitForFunction: Playwright's polling eval()s its predicate in the page, which the CSP refuses.
+    await expect.poll(() => fresh.evaluate('window.__wafleet?.fleetShownAt ?? null'), { timeout: 30_000, interval: 50 }).not.toBeNull();
     expect(await fresh.locator('#fleet tbody tr').count()).toBe(30);
     figures.firstLoadToFleetMs = Math.round(Number(await fresh.evaluate('window.__wafleet.fleetShownAt')));
     await fresh.close();
