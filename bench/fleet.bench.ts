@@ -5,12 +5,14 @@
  * (the wait that is the lease's by design): what placement, restore from the backup and the
  * connect governors cost. The killed instance is started again on its disk between rounds.
  *
- * Then drains (issue 13 item 5): one round per instance, the one holding the most accounts is
+ * Before those, drains (issue 13 item 5): one round per instance, the one holding the most accounts is
  * drained (drainRequestedAt, as the drainInstance callable writes it) and un-drained once empty.
  * `drainAllMovedMs`: request → every one of its accounts connected elsewhere. `handoverMs`: per
  * account, the simulator's close of the giver's connection → the receiver's login: the time the
  * account is offline.
  */
+import { appendFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Firestore } from 'firebase-admin/firestore';
 import { Timestamp } from 'firebase-admin/firestore';
 import { freePort } from '../tools/dev/ports.ts';
@@ -43,8 +45,11 @@ export const fleetBench: BenchSuite = {
     withBenchEnvironment('fleet', INSTANCES.length, async ({ db, projectId, sim, dirs }) => {
       const running = new Map<string, ReconcilerProcess>();
       const start = async (i: number) => {
-        const env = reconcilerEnv({ projectId, sim, sessionsPath: dirs[i]!, httpPort: await freePort(), extra: { INSTANCE_ID: INSTANCES[i], MAX_ACCOUNTS: '10', LEASE_TTL_MS: String(TTL_MS), LEASE_RENEW_MS: '2000' } });
-        running.set(INSTANCES[i]!, spawnReconciler({ env }));
+        // FLEET_BENCH_LOG_DIR: each instance's log (at info) in a file there, to explain a slow figure.
+        const logDir = process.env.FLEET_BENCH_LOG_DIR;
+        const env = reconcilerEnv({ projectId, sim, sessionsPath: dirs[i]!, httpPort: await freePort(), extra: { INSTANCE_ID: INSTANCES[i], MAX_ACCOUNTS: '10', LEASE_TTL_MS: String(TTL_MS), LEASE_RENEW_MS: '2000', ...(logDir ? { LOG_LEVEL: 'info' } : {}) } });
+        const onLine = logDir ? (line: string) => appendFileSync(path.join(logDir, `${INSTANCES[i]}.log`), `${line}\n`) : undefined;
+        running.set(INSTANCES[i]!, spawnReconciler({ env, ...(onLine ? { onLine } : {}) }));
       };
       try {
         for (let i = 0; i < INSTANCES.length; i++) await start(i);
@@ -60,6 +65,33 @@ export const fleetBench: BenchSuite = {
         await waitFor(() => connectedSince(db, ids, 0, INSTANCES), { timeoutMs: 180_000, intervalMs: 250 });
         const spread = [...(await holders(db)).values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
         process.stdout.write(`   linked ${ACCOUNTS} accounts over ${INSTANCES.length} instances: ${JSON.stringify(spread)}\n`);
+
+        // ---- drains, first: after a kill -9 the dead process's open transactions lock the leases
+        // they touched for about a minute (the emulator's lock timeout), which a handover would wait out
+        const phoneOf = (id: string) => `1555002${String(ids.indexOf(id)).padStart(4, '0')}`;
+        const drains: number[] = [];
+        const gaps: number[] = [];
+        for (let round = 0; round < INSTANCES.length; round++) {
+          const before = await holders(db);
+          const counts = [...before.values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
+          const target = Object.entries(counts).sort((a, b) => b[1] - a[1])[0]![0];
+          const theirs = [...before.entries()].filter(([, h]) => h === target).map(([id]) => id);
+          const others = INSTANCES.filter((i) => i !== target);
+          const at = Date.now();
+          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: Timestamp.now() });
+          await waitFor(() => connectedSince(db, theirs, at, others), { timeoutMs: 180_000, intervalMs: 100 }).catch((err: Error) => {
+            throw new Error(`${err.message}: draining ${target}\n${INSTANCES.map((o) => `--- ${o}\n${running.get(o)!.tail(30)}`).join('\n')}`);
+          });
+          drains.push(Date.now() - at);
+          for (const id of theirs) {
+            const device = `${phoneOf(id)}:`;
+            const closed = sim.events({ type: 'close' }).find((e) => e.at >= at && e.deviceJid?.startsWith(device));
+            const login = closed && sim.events({ type: 'login' }).find((e) => e.at >= closed.at && e.deviceJid?.startsWith(device));
+            if (closed && login) gaps.push(login.at - closed.at);
+          }
+          process.stdout.write(`   drain ${round + 1}: ${target} (${theirs.length} accounts) → all connected elsewhere in ${drains.at(-1)} ms\n`);
+          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: null });
+        }
 
         const failover: number[] = [];
         const moved: number[] = [];
@@ -88,32 +120,6 @@ export const fleetBench: BenchSuite = {
           await start(INSTANCES.indexOf(victim));
           await waitFor(async () => (await db.doc(`reconcilers/${victim}`).get()).get('stoppedAt') === null && (await db.doc(`reconcilers/${victim}`).get()).get('slotsUsed') !== undefined, { timeoutMs: 60_000, intervalMs: 500 });
         }
-        // ---- drains
-        const phoneOf = (id: string) => `1555002${String(ids.indexOf(id)).padStart(4, '0')}`;
-        const drains: number[] = [];
-        const gaps: number[] = [];
-        for (let round = 0; round < INSTANCES.length; round++) {
-          const before = await holders(db);
-          const counts = [...before.values()].reduce<Record<string, number>>((m, h) => ((m[h] = (m[h] ?? 0) + 1), m), {});
-          const target = Object.entries(counts).sort((a, b) => b[1] - a[1])[0]![0];
-          const theirs = [...before.entries()].filter(([, h]) => h === target).map(([id]) => id);
-          const others = INSTANCES.filter((i) => i !== target);
-          const at = Date.now();
-          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: Timestamp.now() });
-          await waitFor(() => connectedSince(db, theirs, at, others), { timeoutMs: 180_000, intervalMs: 100 }).catch((err: Error) => {
-            throw new Error(`${err.message}: draining ${target}\n${INSTANCES.map((o) => `--- ${o}\n${running.get(o)!.tail(30)}`).join('\n')}`);
-          });
-          drains.push(Date.now() - at);
-          for (const id of theirs) {
-            const device = `${phoneOf(id)}:`;
-            const closed = sim.events({ type: 'close' }).find((e) => e.at >= at && e.deviceJid?.startsWith(device));
-            const login = closed && sim.events({ type: 'login' }).find((e) => e.at >= closed.at && e.deviceJid?.startsWith(device));
-            if (closed && login) gaps.push(login.at - closed.at);
-          }
-          process.stdout.write(`   drain ${round + 1}: ${target} (${theirs.length} accounts) → all connected elsewhere in ${drains.at(-1)} ms\n`);
-          await db.doc(`reconcilers/${target}`).update({ drainRequestedAt: null });
-        }
-
         const figures: Record<string, Figure> = {
           drainAllMovedMs: {
             value: Math.round(median(drains)),

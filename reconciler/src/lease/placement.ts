@@ -180,8 +180,11 @@ export class Placement {
   beforeAcquire(accountId: string, localCredentials: boolean): number | null {
     // Draining: nothing new here (a cancelled drain looks again at the next pass).
     if (this.draining) return this.o.deferMs;
+    // Handed over to us: ours to take now, even when the giver's counts were stale and our slots
+    // are full (the account then goes on at once to a peer with room: waitForCapacity), since
+    // everyone else leaves the lease alone for HANDOVER_RESERVE_MS.
+    if (this.offered.has(accountId)) return null;
     const hasSlot = this.o.slots.has(accountId) || this.o.slots.used < this.o.slots.limit;
-    if (hasSlot && this.offered.has(accountId)) return null;
     if (!hasSlot) {
       // Full here: a peer with room takes it; with none, we take it and say NoCapacity.
       this.deferredUntil.delete(accountId);

@@ -423,11 +423,14 @@ export class AccountSupervisor {
     const { limit } = this.d.capacity;
     const peer = this.d.placement?.peerWithRoom();
     if (peer) {
-      // Full here, room there: let go, and the peer takes it (placement.ts keeps us from taking it back).
-      this.d.log.info({ accountId: this.accountId, peer }, 'no free slot here; leaving the account to a reconciler with room');
+      // Full here, room there: handed over to it (its listener wakes it at once; placement.ts
+      // keeps us from taking it back). A plain release waited for whoever looked next (28 s in
+      // the fleet bench, for an account handed to us on counts that were stale).
+      this.d.log.info({ accountId: this.accountId, peer }, 'no free slot here; handing the account to a reconciler with room');
       this.releaseSlot();
-      await this.d.leases.release([this.accountId]);
       this.d.status.forget(this.accountId);
+      await this.d.leases.handOver(this.accountId, peer);
+      this.ownedSinceMs = 0;
       return { requeueAfterMs: CAPACITY_RECHECK_MS };
     }
     const message = `No reconciler has a free slot: this one already drives its maximum of ${limit} accounts (MAX_ACCOUNTS), and so does every other live one; this account waits for a free slot.`;
