@@ -58,6 +58,20 @@ export function rendezvousWeight(accountId: string, instanceId: string): bigint 
   return createHash('sha256').update(`${accountId}\u0000${instanceId}`).digest().readBigUInt64BE(0);
 }
 
+/**
+ * Where `accountId` goes among `candidates`: the most free slots, ties broken by rendezvous
+ * weight (every instance computes the same answer); null when none has a free slot.
+ */
+export function mostRoomFor(accountId: string, candidates: Iterable<{ instanceId: string; free: number }>): string | null {
+  let best: { instanceId: string; free: number; w: bigint } | null = null;
+  for (const c of candidates) {
+    if (c.free <= 0) continue;
+    const w = rendezvousWeight(accountId, c.instanceId);
+    if (!best || c.free > best.free || (c.free === best.free && w > best.w)) best = { ...c, w };
+  }
+  return best?.instanceId ?? null;
+}
+
 export interface PlacementOptions {
   self: string;
   slots: LocalSlots;
@@ -159,13 +173,7 @@ export class Placement {
   preferredFor(accountId: string): string | null {
     // A slot this account already holds here counts as free for it.
     const mine = this.o.slots.limit - this.o.slots.used + (this.o.slots.has(accountId) ? 1 : 0);
-    const candidates = [{ instanceId: this.o.self, free: mine }, ...this.livePeers().map((p) => ({ instanceId: p.instanceId, free: p.maxAccounts - p.slotsUsed }))].filter((c) => c.free > 0);
-    let best: { instanceId: string; free: number; w: bigint } | null = null;
-    for (const c of candidates) {
-      const w = rendezvousWeight(accountId, c.instanceId);
-      if (!best || c.free > best.free || (c.free === best.free && w > best.w)) best = { ...c, w };
-    }
-    return best?.instanceId ?? null;
+    return mostRoomFor(accountId, [{ instanceId: this.o.self, free: mine }, ...this.livePeers().map((p) => ({ instanceId: p.instanceId, free: p.maxAccounts - p.slotsUsed }))]);
   }
 
   /** A live peer with a free slot, if any: an account that waits here for a slot belongs there. */

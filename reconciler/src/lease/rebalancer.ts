@@ -12,7 +12,7 @@
  */
 import type { ReconcilerDoc } from '@wafleet/contract';
 import type { Logger } from 'pino';
-import { rendezvousWeight, type Placement } from './placement.ts';
+import { mostRoomFor, rendezvousWeight, type Placement } from './placement.ts';
 
 export type MoveReason = 'rebalance' | 'drain';
 
@@ -48,15 +48,10 @@ export function planMoves(input: PlanInput): Plan {
   if (input.draining) {
     for (const accountId of input.candidates) {
       if (moves.length >= input.maxMoves) break;
-      let best: { id: string; free: number; w: bigint } | null = null;
-      for (const [id, f] of free) {
-        if (f <= 0) continue;
-        const w = rendezvousWeight(accountId, id);
-        if (!best || f > best.free || (f === best.free && w > best.w)) best = { id, free: f, w };
-      }
-      if (!best) return { moves, blocked: moves.length === 0 };
-      moves.push({ accountId, to: best.id });
-      free.set(best.id, best.free - 1);
+      const to = mostRoomFor(accountId, [...free].map(([instanceId, f]) => ({ instanceId, free: f })));
+      if (!to) return { moves, blocked: moves.length === 0 };
+      moves.push({ accountId, to });
+      free.set(to, free.get(to)! - 1);
     }
     return { moves, blocked: false };
   }
