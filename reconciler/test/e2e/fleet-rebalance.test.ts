@@ -16,7 +16,7 @@ import { Timestamp } from 'firebase-admin/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers.ts';
 import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
-import { killAll, spawnReconciler, type ReconcilerProcess } from './process.ts';
+import { countBy, killAll, spawnReconciler, tails, type ReconcilerProcess } from './process.ts';
 
 const ids = Array.from({ length: 12 }, (_, i) => `rb-${String(i + 1).padStart(2, '0')}`);
 const phoneOf = (id: string) => `1555002${id.slice(3).padStart(4, '0')}`;
@@ -48,13 +48,7 @@ afterAll(async () => {
   await h.close();
 });
 
-function countBy(m: Map<string, string>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const v of m.values()) out[v] = (out[v] ?? 0) + 1;
-  return out;
-}
-
-const logsOf = () => [...running.entries()].map(([id, p]) => `--- ${id}\n${p.output().split('\n').filter((l) => !l.includes('"component":"baileys"')).slice(-25).join('\n')}`).join('\n');
+const logsOf = () => tails(running, 25);
 
 /** Waits until every account is connected and `ok` holds for who holds what; returns the holders. */
 async function settle(label: string, ok: (holders: Map<string, string>) => boolean, timeoutMs = 120_000): Promise<Map<string, string>> {

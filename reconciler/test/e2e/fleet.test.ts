@@ -10,7 +10,7 @@ import { Timestamp } from 'firebase-admin/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers.ts';
 import { scanPublishedQr, startHarness, type Harness } from './harness.ts';
-import { killAll, spawnReconciler, type ReconcilerProcess } from './process.ts';
+import { countBy, killAll, spawnReconciler, tails, type ReconcilerProcess } from './process.ts';
 
 const MAX = 20;
 const instances = ['vm-a', 'vm-b', 'vm-c'] as const;
@@ -37,12 +37,6 @@ afterAll(async () => {
 });
 
 
-function countBy(m: Map<string, string>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const v of m.values()) out[v] = (out[v] ?? 0) + 1;
-  return out;
-}
-
 async function connectedOn(accounts: string[], since: number, allowed: readonly string[]): Promise<Map<string, string>> {
   let last = '';
   await waitFor(
@@ -54,7 +48,7 @@ async function connectedOn(accounts: string[], since: number, allowed: readonly 
     },
     { timeoutMs: 180_000, intervalMs: 500, label: `${accounts.length} accounts connected on ${allowed.join(',')}` },
   ).catch((err: Error) => {
-    throw new Error(`${err.message}; last: ${last}\n${[...running.entries()].map(([id, p]) => `--- ${id}\n${p.output().split('\n').filter((l) => !l.includes('"component":"baileys"')).slice(-30).join('\n')}`).join('\n')}`);
+    throw new Error(`${err.message}; last: ${last}\n${tails(running, 30)}`);
   });
   return h.leaseHolders();
 }

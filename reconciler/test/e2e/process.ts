@@ -48,3 +48,15 @@ export async function killAll(procs: Iterable<ReconcilerProcess>): Promise<void>
   for (const p of all) p.kill('SIGKILL');
   await Promise.all(all.map((p) => p.exited));
 }
+
+/** Accounts per holder, from a map of account → lease holder (harness `leaseHolders`). */
+export function countBy(holders: Map<string, string>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const v of holders.values()) out[v] = (out[v] ?? 0) + 1;
+  return out;
+}
+
+/** The last `n` non-Baileys lines of each process, to explain a wait that timed out. */
+export function tails(procs: Map<string, ReconcilerProcess>, n: number): string {
+  return [...procs.entries()].map(([id, p]) => `--- ${id}\n${p.output().split('\n').filter((l) => !l.includes('"component":"baileys"')).slice(-n).join('\n')}`).join('\n');
+}
